@@ -1,0 +1,73 @@
+/* cli.h - the command table and what each command gets from the parser. */
+#ifndef CF_CLI_CLI_H
+#define CF_CLI_CLI_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+#include "fleet/fleet.h"
+
+#define CLI_MAX_OPTS 32
+#define CLI_MAX_ARGS 8
+
+typedef struct {
+    const char *name;     /* long option without the dashes */
+    const char *arg;      /* NULL for a flag, else the value's name in help ("FILE") */
+    const char *help;
+} cli_opt_spec;
+
+typedef struct cli cli;
+
+typedef struct {
+    const char *name;     /* "ca list" */
+    const char *args;     /* positional arguments for help ("ID"), or NULL */
+    int nargs;            /* how many positional arguments it requires */
+    const char *summary;
+    const cli_opt_spec *opts; /* terminated by {NULL} */
+    int (*run)(cli *c);
+    int prints_data;      /* takes --json */
+    int needs_store;      /* open the fleet before run */
+} cli_cmd;
+
+struct cli {
+    const cli_cmd *cmd;
+    struct {
+        const char *name, *value;
+    } opts[CLI_MAX_OPTS];
+    int nopts;
+    const char *args[CLI_MAX_ARGS];
+    int nargs;
+    int json;
+    const char *data_dir;
+    const char *store_url;
+    cf_fleet *fleet;      /* open when cmd->needs_store */
+    char actor[128];
+    cf_error err;
+};
+
+/* The value of option name, or NULL. */
+const char *cli_opt(const cli *c, const char *name);
+/* 1 if flag name was given. */
+int cli_flag(const cli *c, const char *name);
+/* Parses option name as an integer in [min, max]; def when absent. -1 and a usage message
+ * when it is not. */
+int cli_int(cli *c, const char *name, long long min, long long max, long long def,
+            long long *out);
+
+/* Prints "certfleet: WHAT: WHY" for c->err and returns 1. */
+int cli_fail(cli *c);
+/* Prints a usage error and returns 2. */
+int cli_usage(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes data to path (0644, replacing it), or to stdout when path is NULL. */
+int cli_write_out(cli *c, const char *path, const void *data, size_t len);
+
+/* Prints json (and a newline) to stdout and frees it. */
+void cli_print_json(json_t *json);
+
+/* The command tables of each area. */
+extern const cli_cmd cli_cmds_core[];   /* init, status, issue */
+extern const cli_cmd cli_cmds_ca[];     /* ca ... */
+extern const cli_cmd cli_cmds_audit[];  /* audit ... */
+
+#endif

@@ -1,0 +1,254 @@
+/* main.c - certfleet's command line: finds the command, parses its options, opens the
+ * fleet, runs it. Every command shares the same conventions (DESIGN.md): --help, --json,
+ * --data/--store, "certfleet: WHAT: WHY" on stderr, exit 1 on errors and 2 on usage. */
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/fs.h"
+
+static const cli_cmd *const tables[] = {cli_cmds_core, cli_cmds_ca, cli_cmds_audit};
+
+static const cli_opt_spec common_opts[] = {
+    {"data", "DIR", "data directory (default $CERTFLEET_DATA, else ./certfleet-data)"},
+    {"store", "URL", "store: sqlite:PATH or postgresql://... (default sqlite:DATA/certfleet.db)"},
+    {"help", NULL, "show this help"},
+    {NULL, NULL, NULL},
+};
+
+static const cli_opt_spec json_opt = {"json", NULL, "print JSON for machines"};
+
+const char *cli_opt(const cli *c, const char *name)
+{
+    for (int i = c->nopts - 1; i >= 0; i--)
+        if (strcmp(c->opts[i].name, name) == 0)
+            return c->opts[i].value;
+    return NULL;
+}
+
+int cli_flag(const cli *c, const char *name)
+{
+    return cli_opt(c, name) != NULL;
+}
+
+int cli_usage(cli *c, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "certfleet: %s: ", c->cmd ? c->cmd->name : "usage");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see certfleet %s --help)\n", c->cmd ? c->cmd->name : "");
+    return 2;
+}
+
+int cli_int(cli *c, const char *name, long long min, long long max, long long def,
+            long long *out)
+{
+    const char *v = cli_opt(c, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < min || x > max) {
+        cli_usage(c, "--%s %s: expected a number from %lld to %lld", name, v, min, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int cli_fail(cli *c)
+{
+    fprintf(stderr, "certfleet: %s: %s\n", c->cmd->name, c->err.msg);
+    return 1;
+}
+
+int cli_write_out(cli *c, const char *path, const void *data, size_t len)
+{
+    if (!path) {
+        if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0) {
+            cf_error_set(&c->err, CF_ERR_IO, "cannot write to standard output");
+            return cli_fail(c);
+        }
+        return 0;
+    }
+    if (cf_fs_write_file(path, data, len, 0644, 1, &c->err) != CF_OK)
+        return cli_fail(c);
+    return 0;
+}
+
+void cli_print_json(json_t *json)
+{
+    char *s = json_dumps(json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+    json_decref(json);
+}
+
+/* ---- help ---- */
+
+static void print_opts(const cli_opt_spec *opts)
+{
+    for (const cli_opt_spec *o = opts; o && o->name; o++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        printf("  %-24s %s\n", left, o->help);
+    }
+}
+
+static void print_cmd_help(const cli_cmd *cmd)
+{
+    printf("usage: certfleet %s%s%s [options]\n\n%s\n\noptions:\n", cmd->name,
+           cmd->args ? " " : "", cmd->args ? cmd->args : "", cmd->summary);
+    print_opts(cmd->opts);
+    if (cmd->prints_data)
+        print_opts(&json_opt);
+    print_opts(common_opts);
+}
+
+static void print_main_help(void)
+{
+    printf("usage: certfleet COMMAND [options]\n\n"
+           "certfleet manages the identity of every device in an IoT fleet:\n"
+           "onboard, revoke, rotate, audit.\n\ncommands:\n");
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
+        for (const cli_cmd *cmd = tables[t]; cmd->name; cmd++)
+            printf("  %-22s %s\n", cmd->name, cmd->summary);
+    printf("\nRun certfleet COMMAND --help for a command's options.\n");
+}
+
+/* ---- parsing ---- */
+
+static const cli_cmd *find_cmd(int argc, char **argv, int *used)
+{
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        for (const cli_cmd *cmd = tables[t]; cmd->name; cmd++) {
+            const char *space = strchr(cmd->name, ' ');
+            if (!space) {
+                if (strcmp(cmd->name, argv[1]) == 0) {
+                    *used = 2;
+                    return cmd;
+                }
+            } else if (argc > 2 && strncmp(cmd->name, argv[1], (size_t)(space - cmd->name)) == 0 &&
+                       argv[1][space - cmd->name] == '\0' && strcmp(space + 1, argv[2]) == 0) {
+                *used = 3;
+                return cmd;
+            }
+        }
+    }
+    return NULL;
+}
+
+static const cli_opt_spec *find_spec(const cli_cmd *cmd, const char *name)
+{
+    for (const cli_opt_spec *o = cmd->opts; o && o->name; o++)
+        if (strcmp(o->name, name) == 0)
+            return o;
+    for (const cli_opt_spec *o = common_opts; o->name; o++)
+        if (strcmp(o->name, name) == 0)
+            return o;
+    if (cmd->prints_data && strcmp(name, "json") == 0)
+        return &json_opt;
+    return NULL;
+}
+
+static int parse(cli *c, int argc, char **argv, int start)
+{
+    for (int i = start; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (c->nargs >= CLI_MAX_ARGS)
+                return cli_usage(c, "too many arguments");
+            c->args[c->nargs++] = a;
+            continue;
+        }
+        char name[64];
+        const char *eq = strchr(a + 2, '=');
+        size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (n >= sizeof name)
+            return cli_usage(c, "unknown option %.40s", a);
+        memcpy(name, a + 2, n);
+        name[n] = '\0';
+        const cli_opt_spec *spec = find_spec(c->cmd, name);
+        if (!spec)
+            return cli_usage(c, "unknown option --%s", name);
+        const char *value = "";
+        if (spec->arg) {
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else
+                return cli_usage(c, "--%s needs a value (%s)", name, spec->arg);
+        } else if (eq) {
+            return cli_usage(c, "--%s takes no value", name);
+        }
+        if (c->nopts >= CLI_MAX_OPTS)
+            return cli_usage(c, "too many options");
+        c->opts[c->nopts].name = spec->name;
+        c->opts[c->nopts].value = value;
+        c->nopts++;
+    }
+    return 0;
+}
+
+static void set_actor(cli *c)
+{
+    struct passwd *pw = getpwuid(geteuid());
+    snprintf(c->actor, sizeof c->actor, "cli:%s", pw ? pw->pw_name : "unknown");
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {0};
+    int used = 0, rc;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        print_main_help();
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("certfleet 0.1.0\n");
+        return 0;
+    }
+    c.cmd = find_cmd(argc, argv, &used);
+    if (!c.cmd) {
+        fprintf(stderr, "certfleet: unknown command \"%s%s%s\" (see certfleet --help)\n",
+                argv[1], argc > 2 && argv[2][0] != '-' ? " " : "",
+                argc > 2 && argv[2][0] != '-' ? argv[2] : "");
+        return 2;
+    }
+    if ((rc = parse(&c, argc, argv, used)) != 0)
+        return rc;
+    if (cli_flag(&c, "help")) {
+        print_cmd_help(c.cmd);
+        return 0;
+    }
+    if (c.nargs != c.cmd->nargs)
+        return cli_usage(&c, c.cmd->nargs ? "expected %s" : "unexpected argument %s",
+                         c.cmd->nargs ? c.cmd->args : c.args[0]);
+    c.json = cli_flag(&c, "json");
+    c.store_url = cli_opt(&c, "store");
+    c.data_dir = cli_opt(&c, "data");
+    if (!c.data_dir)
+        c.data_dir = getenv("CERTFLEET_DATA");
+    if (!c.data_dir || !*c.data_dir)
+        c.data_dir = "./certfleet-data";
+    set_actor(&c);
+    umask(077); /* whatever certfleet creates in DATA is its own */
+
+    if (c.cmd->needs_store && cf_fleet_open(c.data_dir, c.store_url, &c.fleet, &c.err) != CF_OK)
+        return cli_fail(&c);
+    rc = c.cmd->run(&c);
+    cf_fleet_close(c.fleet);
+    return rc;
+}

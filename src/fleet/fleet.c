@@ -1,0 +1,444 @@
+#include "fleet/fleet.h"
+
+#include <jansson.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit/audit.h"
+#include "core/fs.h"
+#include "core/util.h"
+#include "pki/csr.h"
+
+struct cf_fleet {
+    char data_dir[2048];
+    char key_dir[2048];
+    cf_store *st;
+    /* Loaded on first issuance and kept: the issuing CA, its key, its chain. */
+    cf_issuer *issuer;
+    int64_t issuer_ca_id;
+    X509 *root;
+    char *org;
+    int device_days;
+};
+
+cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out,
+                     cf_error *err)
+{
+    cf_fleet *f = calloc(1, sizeof *f);
+    if (!f)
+        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    snprintf(f->data_dir, sizeof f->data_dir, "%s", data_dir);
+    snprintf(f->key_dir, sizeof f->key_dir, "%s/keys", data_dir);
+    cf_err rc = CF_OK;
+    char url[2200];
+    if (!store_url) {
+        if ((rc = cf_fs_mkdirs(data_dir, 0700, err)) != CF_OK)
+            goto fail;
+        snprintf(url, sizeof url, "sqlite:%s/certfleet.db", data_dir);
+        store_url = url;
+    }
+    if ((rc = cf_store_open(store_url, &f->st, err)) != CF_OK)
+        goto fail;
+    *out = f;
+    return CF_OK;
+fail:
+    free(f);
+    return rc;
+}
+
+void cf_fleet_close(cf_fleet *f)
+{
+    if (!f)
+        return;
+    cf_issuer_free(f->issuer);
+    X509_free(f->root);
+    free(f->org);
+    cf_store_close(f->st);
+    free(f);
+}
+
+cf_store *cf_fleet_store(cf_fleet *f)
+{
+    return f->st;
+}
+
+int cf_fleet_device_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- init ---- */
+
+typedef struct {
+    EVP_PKEY *key;
+    char ref[1024];  /* what the store records: file name or URI */
+    char path[3200]; /* the key file written, to remove if init fails */
+} ca_key;
+
+static cf_err ca_key_obtain(cf_fleet *f, const char *uri, cf_key_type type, const char *name,
+                            ca_key *out, cf_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (uri) {
+        if (!cf_key_ref_is_pkcs11(uri))
+            return cf_error_set(err, CF_ERR_INVALID, "%s key: expected a pkcs11: URI", name);
+        snprintf(out->ref, sizeof out->ref, "%s", uri);
+        return cf_key_load(uri, NULL, &out->key, err);
+    }
+    return cf_key_generate(type, &out->key, err);
+}
+
+/* Writes a generated key under DATA/keys with mode 0600; names it after the CA and its
+ * key id, so a failed init never collides with the next attempt. */
+static cf_err ca_key_save(cf_fleet *f, ca_key *k, const char *ca_name, X509 *cert,
+                          cf_error *err)
+{
+    if (k->ref[0])
+        return CF_OK; /* in a token */
+    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(cert);
+    char hex[17] = "";
+    cf_hex_encode(ASN1_STRING_get0_data(ski), 8, 0, hex);
+    snprintf(k->ref, sizeof k->ref, "%s-%s.key", ca_name, hex);
+    snprintf(k->path, sizeof k->path, "%s/%s", f->key_dir, k->ref);
+    char *pem = NULL;
+    size_t len = 0;
+    cf_err rc = cf_fs_mkdirs(f->key_dir, 0700, err);
+    if (rc == CF_OK)
+        rc = cf_key_to_pem(k->key, &pem, &len, err);
+    if (rc == CF_OK)
+        rc = cf_fs_write_file(k->path, pem, len, 0600, 0, err);
+    if (pem) {
+        OPENSSL_cleanse(pem, len);
+        free(pem);
+    }
+    if (rc != CF_OK)
+        k->path[0] = '\0';
+    return rc;
+}
+
+static cf_err ca_store(cf_fleet *f, const char *name, cf_ca_role role, int64_t parent, X509 *x,
+                       const char *key_ref, int64_t *id, cf_error *err)
+{
+    cf_ca_rec rec = {0};
+    cf_err rc = cf_x509_to_der(x, &rec.der, &rec.der_len, err);
+    if (rc != CF_OK)
+        return rc;
+    rec.name = (char *)name;
+    rec.role = role;
+    rec.parent_id = parent;
+    rec.subject = cf_x509_subject_line(x);
+    rec.key_ref = (char *)key_ref;
+    rec.not_before = cf_x509_not_before(x);
+    rec.not_after = cf_x509_not_after(x);
+    rec.status = CF_CA_ACTIVE;
+    rec.created_us = cf_time_now_us();
+    rc = cf_store_ca_insert(f->st, &rec, err);
+    *id = rec.id;
+    free(rec.subject);
+    OPENSSL_free(rec.der);
+    return rc;
+}
+
+static cf_err check_not_initialised(cf_fleet *f, cf_error *err)
+{
+    char *org = NULL;
+    cf_err rc = cf_store_meta_get(f->st, "org", &org, err);
+    if (rc == CF_ERR_NOT_FOUND)
+        return CF_OK;
+    if (rc != CF_OK)
+        return rc;
+    rc = cf_error_set(err, CF_ERR_STATE,
+                      "%s is already initialised for \"%s\"; nothing was changed",
+                      cf_store_describe(f->st), org);
+    free(org);
+    return rc;
+}
+
+cf_err cf_fleet_init(cf_fleet *f, const cf_init_opts *o, cf_error *err)
+{
+    ca_key root = {0}, issuing = {0};
+    X509 *root_cert = NULL, *issuing_cert = NULL;
+    json_t *details = NULL;
+    const char *org = o->org && *o->org ? o->org : "certfleet";
+    const char *base = o->base_url ? o->base_url : CF_DEFAULT_BASE_URL;
+    char cn[300], days[16];
+    int64_t root_id = 0, issuing_id = 0;
+
+    cf_err rc = check_not_initialised(f, err);
+    if (rc != CF_OK)
+        return rc;
+    if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
+        return cf_error_set(err, CF_ERR_INVALID, "base URL \"%s\": must start with http://",
+                            base);
+    if ((rc = ca_key_obtain(f, o->root_key, o->key_type, "root", &root, err)) != CF_OK ||
+        (rc = ca_key_obtain(f, o->ca_key, o->key_type, "issuing CA", &issuing, err)) != CF_OK)
+        goto out;
+    snprintf(cn, sizeof cn, "%s Root CA", org);
+    if ((rc = cf_x509_make_root(root.key, org, cn, 20 * 365, &root_cert, err)) != CF_OK)
+        goto out;
+    snprintf(cn, sizeof cn, "%s Issuing CA 1", org);
+    if ((rc = cf_x509_make_issuing(root_cert, root.key, issuing.key, org, cn, 10 * 365,
+                                   &issuing_cert, err)) != CF_OK)
+        goto out;
+    if ((rc = ca_key_save(f, &root, "root-1", root_cert, err)) != CF_OK ||
+        (rc = ca_key_save(f, &issuing, "issuing-1", issuing_cert, err)) != CF_OK)
+        goto out;
+
+    if ((rc = cf_store_begin(f->st, err)) != CF_OK)
+        goto out;
+    snprintf(days, sizeof days, "%d", o->device_days > 0 ? o->device_days : CF_DEFAULT_DEVICE_DAYS);
+    rc = cf_store_meta_insert(f->st, "org", org, err);
+    if (rc == CF_ERR_EXISTS) /* another process initialised it meanwhile */
+        rc = check_not_initialised(f, err);
+    if (rc == CF_OK)
+        rc = cf_store_meta_set(f->st, "base_url", base, err);
+    if (rc == CF_OK)
+        rc = cf_store_meta_set(f->st, "device_days", days, err);
+    if (rc == CF_OK)
+        rc = ca_store(f, "root-1", CF_CA_ROOT, 0, root_cert, root.ref, &root_id, err);
+    if (rc == CF_OK)
+        rc = ca_store(f, "issuing-1", CF_CA_ISSUING, root_id, issuing_cert, issuing.ref,
+                      &issuing_id, err);
+    if (rc == CF_OK) {
+        details = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "org", org, "key_type",
+                            o->ca_key ? "pkcs11" : cf_key_type_name(o->key_type), "root",
+                            "root-1", "issuing", "issuing-1", "hsm", o->ca_key != NULL,
+                            "base_url", base);
+        rc = cf_audit_append(f->st, o->actor, "ca.init", "issuing-1", details, NULL, err);
+    }
+    if (rc == CF_OK)
+        rc = cf_store_commit(f->st, err);
+    else
+        cf_store_rollback(f->st);
+out:
+    if (rc != CF_OK) {
+        if (root.path[0])
+            unlink(root.path);
+        if (issuing.path[0])
+            unlink(issuing.path);
+    }
+    json_decref(details);
+    EVP_PKEY_free(root.key);
+    EVP_PKEY_free(issuing.key);
+    X509_free(root_cert);
+    X509_free(issuing_cert);
+    return rc;
+}
+
+/* ---- issuance ---- */
+
+static cf_err load_issuer(cf_fleet *f, cf_error *err)
+{
+    if (f->issuer)
+        return CF_OK;
+    cf_ca_rec ca = {0}, root = {0};
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    char *base = NULL, *days = NULL;
+    cf_err rc = cf_store_meta_get(f->st, "org", &f->org, err);
+    if (rc == CF_ERR_NOT_FOUND)
+        rc = cf_error_set(err, CF_ERR_STATE, "%s is not initialised: run certfleet init",
+                          cf_store_describe(f->st));
+    if (rc != CF_OK)
+        goto out;
+    if ((rc = cf_store_meta_get(f->st, "base_url", &base, err)) != CF_OK ||
+        (rc = cf_store_meta_get(f->st, "device_days", &days, err)) != CF_OK)
+        goto out;
+    f->device_days = atoi(days);
+    if ((rc = cf_store_ca_active(f->st, CF_CA_ISSUING, &ca, err)) != CF_OK ||
+        (rc = cf_store_ca_get(f->st, ca.parent_id, &root, err)) != CF_OK)
+        goto out;
+    if ((rc = cf_x509_from_der(ca.der, ca.der_len, &cert, err)) != CF_OK ||
+        (rc = cf_x509_from_der(root.der, root.der_len, &f->root, err)) != CF_OK)
+        goto out;
+    if ((rc = cf_key_load(ca.key_ref, f->key_dir, &key, err)) != CF_OK) {
+        cf_error_prefix(err, "issuing CA %s", ca.name);
+        goto out;
+    }
+    if (X509_check_private_key(cert, key) != 1) {
+        rc = cf_error_openssl(err, CF_ERR_STATE, "issuing CA %s: key does not match certificate",
+                              ca.name);
+        goto out;
+    }
+    if ((rc = cf_issuer_new(cert, key, ca.name, base, &f->issuer, err)) != CF_OK)
+        goto out;
+    f->issuer_ca_id = ca.id;
+out:
+    if (rc != CF_OK) {
+        X509_free(f->root);
+        f->root = NULL;
+    }
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    free(base);
+    free(days);
+    cf_ca_rec_clear(&ca);
+    cf_ca_rec_clear(&root);
+    return rc;
+}
+
+static cf_err issue_commit(cf_fleet *f, const cf_issue_req *req, X509 *x, const char *serial,
+                           const char *keydesc, cf_error *err)
+{
+    cf_cert_rec rec = {0};
+    cf_device_state state;
+    json_t *details = NULL;
+    int created = 0;
+    cf_err rc = cf_x509_to_der(x, &rec.der, &rec.der_len, err);
+    if (rc != CF_OK)
+        return rc;
+    snprintf(rec.serial, sizeof rec.serial, "%s", serial);
+    rec.ca_id = f->issuer_ca_id;
+    rec.device_id = (char *)req->device_id;
+    rec.subject = cf_x509_subject_line(x);
+    rec.not_before = cf_x509_not_before(x);
+    rec.not_after = cf_x509_not_after(x);
+    rec.issued_us = cf_time_now_us();
+    rec.status = CF_CERT_GOOD;
+    rec.reason = -1;
+
+    if ((rc = cf_store_begin(f->st, err)) != CF_OK)
+        goto out;
+    rc = cf_store_device_ensure(f->st, req->device_id, CF_DEVICE_ACTIVE, &created, err);
+    if (rc == CF_OK && !created) {
+        rc = cf_store_device_get_state(f->st, req->device_id, &state, err);
+        if (rc == CF_OK && state == CF_DEVICE_DECOMMISSIONED)
+            rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned",
+                              req->device_id);
+        else if (rc == CF_OK && state != CF_DEVICE_ACTIVE)
+            rc = cf_store_device_set_state(f->st, req->device_id, CF_DEVICE_ACTIVE, err);
+    }
+    if (rc == CF_OK)
+        rc = cf_store_cert_insert(f->st, &rec, err);
+    if (rc == CF_OK) {
+        details = json_pack("{s:s, s:s, s:I, s:s}", "serial", serial, "device", req->device_id,
+                            "not_after", (json_int_t)rec.not_after, "key", keydesc);
+        rc = cf_audit_append(f->st, req->actor, "cert.issue", req->device_id, details, NULL, err);
+    }
+    if (rc == CF_OK)
+        rc = cf_store_commit(f->st, err);
+    else
+        cf_store_rollback(f->st);
+out:
+    json_decref(details);
+    free(rec.subject);
+    OPENSSL_free(rec.der);
+    return rc;
+}
+
+cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err)
+{
+    X509_REQ *csr = NULL;
+    EVP_PKEY *pub = NULL;
+    X509 *x = NULL;
+    char keydesc[64], serial[CF_SERIAL_HEX_MAX];
+    cf_err rc;
+
+    if (!cf_fleet_device_id_valid(req->device_id))
+        return cf_error_set(err, CF_ERR_INVALID,
+                            "device id \"%.64s\": use 1-128 characters of A-Z a-z 0-9 . _ : -",
+                            req->device_id);
+    if (req->days < 0 || req->days > 36500)
+        return cf_error_set(err, CF_ERR_INVALID, "validity of %d days is out of range (1-36500)",
+                            req->days);
+    if ((rc = cf_csr_parse(req->csr, req->csr_len, &csr, err)) != CF_OK ||
+        (rc = cf_csr_check(csr, &pub, keydesc, sizeof keydesc, err)) != CF_OK)
+        goto out;
+    if ((rc = load_issuer(f, err)) != CF_OK)
+        goto out;
+    cf_device_profile profile = {
+        .device_id = req->device_id,
+        .org = f->org,
+        .days = req->days > 0 ? req->days : f->device_days,
+    };
+    /* A 128-bit random serial collides only by accident of the universe; the unique index
+     * still decides, and a collision draws again. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        X509_free(x);
+        x = NULL;
+        if ((rc = cf_issuer_sign_device(f->issuer, pub, &profile, &x, serial, err)) != CF_OK)
+            goto out;
+        rc = issue_commit(f, req, x, serial, keydesc, err);
+        if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
+            break;
+    }
+    if (rc == CF_OK) {
+        *out = x;
+        x = NULL;
+    }
+out:
+    X509_free(x);
+    EVP_PKEY_free(pub);
+    X509_REQ_free(csr);
+    return rc;
+}
+
+/* ---- chain and status ---- */
+
+cf_err cf_fleet_chain(cf_fleet *f, X509 **issuing, X509 **root, cf_error *err)
+{
+    cf_err rc = load_issuer(f, err);
+    if (rc != CF_OK)
+        return rc;
+    *issuing = cf_issuer_cert(f->issuer);
+    *root = f->root;
+    return CF_OK;
+}
+
+cf_err cf_fleet_chain_pem(cf_fleet *f, char **pem, size_t *len, cf_error *err)
+{
+    X509 *issuing, *root;
+    cf_err rc = cf_fleet_chain(f, &issuing, &root, err);
+    if (rc != CF_OK)
+        return rc;
+    *pem = NULL;
+    *len = 0;
+    if ((rc = cf_x509_append_pem(issuing, pem, len, err)) != CF_OK ||
+        (rc = cf_x509_append_pem(root, pem, len, err)) != CF_OK) {
+        free(*pem);
+        *pem = NULL;
+    }
+    return rc;
+}
+
+cf_err cf_fleet_get_status(cf_fleet *f, cf_fleet_status *out, cf_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char *org = NULL;
+    cf_ca_rec *cas = NULL;
+    size_t ncas = 0;
+    unsigned char hash[CF_HASH_LEN];
+    cf_err rc = cf_store_meta_get(f->st, "org", &org, err);
+    if (rc == CF_ERR_NOT_FOUND)
+        return cf_error_set(err, CF_ERR_STATE, "%s is not initialised: run certfleet init",
+                            cf_store_describe(f->st));
+    if (rc != CF_OK)
+        return rc;
+    snprintf(out->org, sizeof out->org, "%s", org);
+    free(org);
+    if ((rc = cf_store_ca_list(f->st, &cas, &ncas, err)) != CF_OK)
+        return rc;
+    for (size_t i = 0; i < ncas; i++)
+        cf_ca_rec_clear(&cas[i]);
+    free(cas);
+    out->ca_count = (int64_t)ncas;
+    if ((rc = cf_store_device_count(f->st, out->devices, err)) != CF_OK ||
+        (rc = cf_store_cert_count(f->st, cf_time_now_us() / 1000000, &out->certs_total,
+                                  &out->certs_valid, err)) != CF_OK ||
+        (rc = cf_store_audit_head(f->st, &out->audit_seq, hash, err)) != CF_OK ||
+        (rc = cf_store_schema_version(f->st, &out->schema_version, err)) != CF_OK)
+        return rc;
+    return CF_OK;
+}

@@ -1,0 +1,75 @@
+/* fleet.h - the lifecycle operations. The CLI and the server are thin shells over this.
+ *
+ * A cf_fleet is an open store plus the data directory (for key files) and what is worth
+ * keeping between operations (the loaded issuing CA). One per thread. Each operation here
+ * is one transaction with its audit record: it happens entirely or not at all. */
+#ifndef CF_FLEET_FLEET_H
+#define CF_FLEET_FLEET_H
+
+#include <openssl/x509.h>
+#include <stdint.h>
+
+#include "pki/key.h"
+#include "pki/x509.h"
+#include "store/store.h"
+
+typedef struct cf_fleet cf_fleet;
+
+/* data_dir: where the SQLite store and key files live (created 0700 when missing).
+ * store_url: NULL for sqlite:DATA/certfleet.db. */
+cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out,
+                     cf_error *err);
+void cf_fleet_close(cf_fleet *f); /* accepts NULL */
+cf_store *cf_fleet_store(cf_fleet *f);
+
+/* The default base URL of the revocation endpoints named in issued certificates. */
+#define CF_DEFAULT_BASE_URL "http://127.0.0.1:8080"
+#define CF_DEFAULT_DEVICE_DAYS 365
+
+typedef struct {
+    const char *org;          /* organisation: subject O of the CAs and of device certs */
+    cf_key_type key_type;     /* for generated CA keys */
+    const char *ca_key;       /* NULL: generate a key file; else a pkcs11: URI */
+    const char *root_key;     /* NULL: generate a key file; else a pkcs11: URI */
+    const char *base_url;     /* NULL: CF_DEFAULT_BASE_URL */
+    int device_days;          /* 0: CF_DEFAULT_DEVICE_DAYS */
+    const char *actor;
+} cf_init_opts;
+
+/* Creates the root CA (pathlen 1) and the issuing CA (pathlen 0). CF_ERR_STATE, changing
+ * nothing, when the store is already initialised. */
+cf_err cf_fleet_init(cf_fleet *f, const cf_init_opts *opts, cf_error *err);
+
+typedef struct {
+    const unsigned char *csr; /* PEM or DER */
+    size_t csr_len;
+    const char *device_id;
+    int days;                 /* 0: the configured default */
+    const char *actor;
+} cf_issue_req;
+
+/* Verifies the CSR (proof of possession, key policy), signs a device certificate under
+ * the device profile, and stores it with its audit record. *out: X509_free. */
+cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err);
+
+/* The issuing chain, issuing CA first then root, as PEM. *pem: free(). */
+cf_err cf_fleet_chain_pem(cf_fleet *f, char **pem, size_t *len, cf_error *err);
+
+/* The issuing CA and root (borrowed; valid until cf_fleet_close). */
+cf_err cf_fleet_chain(cf_fleet *f, X509 **issuing, X509 **root, cf_error *err);
+
+typedef struct {
+    char org[256];
+    int64_t ca_count;
+    int64_t devices[CF_DEVICE_STATE_COUNT];
+    int64_t certs_total, certs_valid;
+    int64_t audit_seq;
+    int64_t schema_version;
+} cf_fleet_status;
+
+cf_err cf_fleet_get_status(cf_fleet *f, cf_fleet_status *out, cf_error *err);
+
+/* 1 if id is a valid device id: 1..128 characters of A-Z a-z 0-9 . _ : - */
+int cf_fleet_device_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,62 @@
+/* db.h - the SQL driver beneath the store (internal to src/store).
+ *
+ * Queries are written once, in the SQL that SQLite and PostgreSQL share, with `?` for
+ * parameters; the PostgreSQL driver renumbers them to $1..$n. Only three column types are
+ * used: BIGINT, TEXT and blobs (BLOB / BYTEA). Bound text and blobs are borrowed: they must
+ * stay valid until the statement's first cf_db_step. */
+#ifndef CF_STORE_DB_H
+#define CF_STORE_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct cf_stmt cf_stmt;
+
+struct cf_db_ops {
+    /* Runs sql without parameters or results (DDL, several statements allowed). */
+    cf_err (*exec)(cf_store *st, const char *sql, cf_error *err);
+    /* Returns a ready statement. With cached set, sql must be a string that outlives the
+     * store (a literal): the compiled statement is kept and reused. */
+    cf_err (*prepare)(cf_store *st, const char *sql, int cached, cf_stmt **out, cf_error *err);
+    void (*bind_int64)(cf_stmt *s, int idx, int64_t v);
+    void (*bind_text)(cf_stmt *s, int idx, const char *v);
+    void (*bind_blob)(cf_stmt *s, int idx, const void *v, size_t len);
+    void (*bind_null)(cf_stmt *s, int idx);
+    /* Advances to the next row: *row = 1 with a row, 0 when done. A unique violation is
+     * CF_ERR_EXISTS; a lost connection CF_ERR_UNAVAILABLE; SQLite's busy CF_ERR_STORE. */
+    cf_err (*step)(cf_stmt *s, int *row, cf_error *err);
+    int (*col_null)(cf_stmt *s, int col);
+    int64_t (*col_int64)(cf_stmt *s, int col);
+    const char *(*col_text)(cf_stmt *s, int col); /* "" for NULL; valid until next step */
+    const unsigned char *(*col_blob)(cf_stmt *s, int col, size_t *len);
+    /* Ends the use of s: a cached statement is reset for reuse, another one freed. */
+    void (*done)(cf_stmt *s);
+    void (*close)(cf_store *st);
+};
+
+struct cf_store {
+    const struct cf_db_ops *ops;
+    cf_store_kind kind;
+    int in_txn;
+    char desc[256]; /* the URL with any password removed, for messages */
+};
+
+cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err);
+cf_err cf_db_pg_open(const char *conninfo, cf_store **out, cf_error *err);
+
+/* Convenience wrappers over st->ops. */
+static inline cf_err cf_db_prepare(cf_store *st, const char *sql, cf_stmt **out, cf_error *err)
+{
+    return st->ops->prepare(st, sql, 1, out, err);
+}
+
+/* Runs a prepared statement that returns no rows (INSERT/UPDATE/DELETE) and ends it. */
+cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
+
+/* Steps s expecting exactly one row (CF_ERR_NOT_FOUND when there is none). The caller
+ * reads the columns and calls done. */
+cf_err cf_db_one(cf_store *st, cf_stmt *s, cf_error *err);
+
+#endif

@@ -1,0 +1,314 @@
+/* db_pg.c - the PostgreSQL driver (libpq): named prepared statements, binary results. */
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/db.h"
+
+#define PG_CACHE_MAX 128
+#define PG_MAX_PARAMS 32
+
+struct cf_stmt {
+    struct pg_store *owner;
+    char name[16];
+    int cached;
+    int nparams;
+    const char *values[PG_MAX_PARAMS];
+    int lengths[PG_MAX_PARAMS];
+    int formats[PG_MAX_PARAMS];
+    char ints[PG_MAX_PARAMS][24]; /* decimal text of bound integers */
+    PGresult *res;
+    int row;                      /* index of the current row; -1 before the first step */
+};
+
+typedef struct pg_store {
+    cf_store base;
+    PGconn *conn;
+    struct {
+        const char *sql;
+        struct cf_stmt *stmt;
+    } cache[PG_CACHE_MAX];
+    size_t ncache;
+    unsigned next_name;
+} pg_store;
+
+/* "?" -> "$n" outside quoted strings. Returns a new string and the number of parameters. */
+static char *renumber(const char *sql, int *nparams)
+{
+    size_t n = strlen(sql);
+    char *out = malloc(n * 4 + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    int count = 0, quoted = 0;
+    for (const char *p = sql; *p; p++) {
+        if (*p == '\'')
+            quoted = !quoted;
+        if (*p == '?' && !quoted)
+            o += sprintf(o, "$%d", ++count);
+        else
+            *o++ = *p;
+    }
+    *o = '\0';
+    *nparams = count;
+    return out;
+}
+
+static cf_err pg_fail(pg_store *ps, const PGresult *res, const char *what, cf_error *err)
+{
+    if (PQstatus(ps->conn) != CONNECTION_OK)
+        return cf_error_set(err, CF_ERR_UNAVAILABLE, "%s: lost connection to %s", what,
+                            ps->base.desc);
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(ps->conn);
+    char clean[300];
+    snprintf(clean, sizeof clean, "%s", msg ? msg : "unknown error");
+    clean[strcspn(clean, "\n")] = '\0';
+    if (state && strcmp(state, "23505") == 0)
+        return cf_error_set(err, CF_ERR_EXISTS, "%s: %s", what, clean);
+    return cf_error_set(err, CF_ERR_STORE, "%s: %s", what, clean);
+}
+
+static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
+{
+    pg_store *ps = (pg_store *)st;
+    PGresult *res = PQexec(ps->conn, sql);
+    ExecStatusType s = PQresultStatus(res);
+    cf_err rc = CF_OK;
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+        rc = pg_fail(ps, res, "store", err);
+    PQclear(res);
+    return rc;
+}
+
+static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out,
+                         cf_error *err)
+{
+    pg_store *ps = (pg_store *)st;
+    if (cached) {
+        for (size_t i = 0; i < ps->ncache; i++) {
+            if (ps->cache[i].sql == sql) {
+                *out = ps->cache[i].stmt;
+                return CF_OK;
+            }
+        }
+    }
+    int nparams = 0;
+    char *text = renumber(sql, &nparams);
+    if (!text)
+        return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+    if (nparams > PG_MAX_PARAMS) {
+        free(text);
+        return cf_error_set(err, CF_ERR_INTERNAL, "store: too many parameters");
+    }
+    struct cf_stmt *s = calloc(1, sizeof *s);
+    if (!s) {
+        free(text);
+        return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+    }
+    s->owner = ps;
+    s->nparams = nparams;
+    s->row = -1;
+    snprintf(s->name, sizeof s->name, "cf%u", ps->next_name++);
+    PGresult *res = PQprepare(ps->conn, s->name, text, nparams, NULL);
+    free(text);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        cf_err rc = pg_fail(ps, res, "store: prepare", err);
+        PQclear(res);
+        free(s);
+        return rc;
+    }
+    PQclear(res);
+    if (cached && ps->ncache < PG_CACHE_MAX) {
+        s->cached = 1;
+        ps->cache[ps->ncache].sql = sql;
+        ps->cache[ps->ncache].stmt = s;
+        ps->ncache++;
+    }
+    *out = s;
+    return CF_OK;
+}
+
+static void set_param(cf_stmt *s, int idx, const char *v, int len, int fmt)
+{
+    if (idx < 1 || idx > PG_MAX_PARAMS)
+        return;
+    s->values[idx - 1] = v;
+    s->lengths[idx - 1] = len;
+    s->formats[idx - 1] = fmt;
+}
+
+static void pgs_bind_int64(cf_stmt *s, int idx, int64_t v)
+{
+    if (idx < 1 || idx > PG_MAX_PARAMS)
+        return;
+    snprintf(s->ints[idx - 1], sizeof s->ints[0], "%lld", (long long)v);
+    set_param(s, idx, s->ints[idx - 1], 0, 0);
+}
+
+static void pgs_bind_text(cf_stmt *s, int idx, const char *v)
+{
+    set_param(s, idx, v, 0, 0);
+}
+
+static void pgs_bind_blob(cf_stmt *s, int idx, const void *v, size_t len)
+{
+    set_param(s, idx, v ? v : "", (int)len, 1);
+}
+
+static void pgs_bind_null(cf_stmt *s, int idx)
+{
+    set_param(s, idx, NULL, 0, 0);
+}
+
+static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
+{
+    *row = 0;
+    if (!s->res) {
+        s->res = PQexecPrepared(s->owner->conn, s->name, s->nparams, s->values, s->lengths,
+                                s->formats, 1);
+        ExecStatusType st = PQresultStatus(s->res);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            cf_err rc = pg_fail(s->owner, s->res, "store", err);
+            PQclear(s->res);
+            s->res = NULL;
+            return rc;
+        }
+        s->row = -1;
+    }
+    s->row++;
+    *row = s->row < PQntuples(s->res);
+    return CF_OK;
+}
+
+static int pgs_col_null(cf_stmt *s, int col)
+{
+    return PQgetisnull(s->res, s->row, col);
+}
+
+static int64_t pgs_col_int64(cf_stmt *s, int col)
+{
+    if (PQgetisnull(s->res, s->row, col))
+        return 0;
+    const unsigned char *v = (const unsigned char *)PQgetvalue(s->res, s->row, col);
+    int len = PQgetlength(s->res, s->row, col);
+    uint64_t x = 0;
+    for (int i = 0; i < len && i < 8; i++)
+        x = x << 8 | v[i];
+    if (len == 4)
+        return (int32_t)(uint32_t)x;
+    if (len == 2)
+        return (int16_t)(uint16_t)x;
+    return (int64_t)x;
+}
+
+static const char *pgs_col_text(cf_stmt *s, int col)
+{
+    if (PQgetisnull(s->res, s->row, col))
+        return "";
+    return PQgetvalue(s->res, s->row, col);
+}
+
+static const unsigned char *pgs_col_blob(cf_stmt *s, int col, size_t *len)
+{
+    *len = (size_t)PQgetlength(s->res, s->row, col);
+    return (const unsigned char *)PQgetvalue(s->res, s->row, col);
+}
+
+static void pgs_done(cf_stmt *s)
+{
+    if (!s)
+        return;
+    PQclear(s->res);
+    s->res = NULL;
+    s->row = -1;
+    memset(s->values, 0, sizeof s->values);
+    if (s->cached)
+        return;
+    char sql[64];
+    snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
+    PQclear(PQexec(s->owner->conn, sql));
+    free(s);
+}
+
+static void pg_close(cf_store *st)
+{
+    pg_store *ps = (pg_store *)st;
+    for (size_t i = 0; i < ps->ncache; i++) {
+        PQclear(ps->cache[i].stmt->res);
+        free(ps->cache[i].stmt);
+    }
+    PQfinish(ps->conn);
+    free(ps);
+}
+
+static const struct cf_db_ops pg_ops = {
+    .exec = pg_exec,
+    .prepare = pg_prepare,
+    .bind_int64 = pgs_bind_int64,
+    .bind_text = pgs_bind_text,
+    .bind_blob = pgs_bind_blob,
+    .bind_null = pgs_bind_null,
+    .step = pgs_step,
+    .col_null = pgs_col_null,
+    .col_int64 = pgs_col_int64,
+    .col_text = pgs_col_text,
+    .col_blob = pgs_col_blob,
+    .done = pgs_done,
+    .close = pg_close,
+};
+
+/* The URL without its password, for messages. */
+static void describe(const char *url, char *out, size_t cap)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = strchr(url, '@');
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (scheme && at && colon && colon < at)
+        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(out, cap, "%s", url);
+}
+
+static void quiet_notices(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+cf_err cf_db_pg_open(const char *conninfo, cf_store **out, cf_error *err)
+{
+    pg_store *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+    ps->base.ops = &pg_ops;
+    ps->base.kind = CF_STORE_POSTGRES;
+    describe(conninfo, ps->base.desc, sizeof ps->base.desc);
+
+    /* A server that does not answer must not hang the CLI: bound the connect time unless
+     * the URL sets its own. */
+    const char *keys[] = {"dbname", "connect_timeout", NULL};
+    const char *vals[] = {conninfo, strstr(conninfo, "connect_timeout") ? NULL : "5", NULL};
+    if (!vals[1])
+        keys[1] = NULL;
+    ps->conn = PQconnectdbParams(keys, vals, 1);
+    if (!ps->conn || PQstatus(ps->conn) != CONNECTION_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", ps->conn ? PQerrorMessage(ps->conn) : "out of memory");
+        msg[strcspn(msg, "\n")] = '\0';
+        cf_error_set(err, CF_ERR_UNAVAILABLE, "%s: cannot connect: %s", ps->base.desc, msg);
+        PQfinish(ps->conn);
+        free(ps);
+        return CF_ERR_UNAVAILABLE;
+    }
+    PQsetNoticeProcessor(ps->conn, quiet_notices, NULL);
+    cf_err rc = pg_exec(&ps->base, "SET client_min_messages = warning; SET TIME ZONE 'UTC'", err);
+    if (rc != CF_OK) {
+        pg_close(&ps->base);
+        return rc;
+    }
+    *out = &ps->base;
+    return CF_OK;
+}

@@ -1,0 +1,211 @@
+/* db_sqlite.c - the SQLite driver: WAL, foreign keys, busy timeout, cached statements. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/db.h"
+
+#define SQLITE_CACHE_MAX 128
+
+struct cf_stmt {
+    sqlite3_stmt *stmt;
+    int cached;
+    struct sqlite_store *owner;
+};
+
+typedef struct sqlite_store {
+    cf_store base;
+    sqlite3 *db;
+    struct {
+        const char *sql; /* the literal's address is the key */
+        struct cf_stmt *stmt;
+    } cache[SQLITE_CACHE_MAX];
+    size_t ncache;
+} sqlite_store;
+
+static cf_err map_rc(sqlite_store *ss, int rc, const char *what, cf_error *err)
+{
+    int ext = sqlite3_extended_errcode(ss->db);
+    if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return cf_error_set(err, CF_ERR_EXISTS, "%s: %s", what, sqlite3_errmsg(ss->db));
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+        return cf_error_set(err, CF_ERR_STORE, "%s: %s is not a valid certfleet database (%s)",
+                            what, ss->base.desc, sqlite3_errmsg(ss->db));
+    return cf_error_set(err, CF_ERR_STORE, "%s: %s", what, sqlite3_errmsg(ss->db));
+}
+
+static cf_err sq_exec(cf_store *st, const char *sql, cf_error *err)
+{
+    sqlite_store *ss = (sqlite_store *)st;
+    int rc = sqlite3_exec(ss->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return map_rc(ss, rc, "store", err);
+    return CF_OK;
+}
+
+static cf_err sq_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out,
+                         cf_error *err)
+{
+    sqlite_store *ss = (sqlite_store *)st;
+    if (cached) {
+        for (size_t i = 0; i < ss->ncache; i++) {
+            if (ss->cache[i].sql == sql) {
+                *out = ss->cache[i].stmt;
+                return CF_OK;
+            }
+        }
+    }
+    struct cf_stmt *s = calloc(1, sizeof *s);
+    if (!s)
+        return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+    int rc = sqlite3_prepare_v2(ss->db, sql, -1, &s->stmt, NULL);
+    if (rc != SQLITE_OK) {
+        free(s);
+        return map_rc(ss, rc, "store: prepare", err);
+    }
+    s->owner = ss;
+    if (cached && ss->ncache < SQLITE_CACHE_MAX) {
+        s->cached = 1;
+        ss->cache[ss->ncache].sql = sql;
+        ss->cache[ss->ncache].stmt = s;
+        ss->ncache++;
+    }
+    *out = s;
+    return CF_OK;
+}
+
+static void sq_bind_int64(cf_stmt *s, int idx, int64_t v)
+{
+    sqlite3_bind_int64(s->stmt, idx, v);
+}
+
+static void sq_bind_text(cf_stmt *s, int idx, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s->stmt, idx, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s->stmt, idx);
+}
+
+static void sq_bind_blob(cf_stmt *s, int idx, const void *v, size_t len)
+{
+    sqlite3_bind_blob64(s->stmt, idx, v ? v : "", len, SQLITE_STATIC);
+}
+
+static void sq_bind_null(cf_stmt *s, int idx)
+{
+    sqlite3_bind_null(s->stmt, idx);
+}
+
+static cf_err sq_step(cf_stmt *s, int *row, cf_error *err)
+{
+    int rc = sqlite3_step(s->stmt);
+    if (rc == SQLITE_ROW) {
+        *row = 1;
+        return CF_OK;
+    }
+    if (rc == SQLITE_DONE) {
+        *row = 0;
+        return CF_OK;
+    }
+    *row = 0;
+    return map_rc(s->owner, rc, "store", err);
+}
+
+static int sq_col_null(cf_stmt *s, int col)
+{
+    return sqlite3_column_type(s->stmt, col) == SQLITE_NULL;
+}
+
+static int64_t sq_col_int64(cf_stmt *s, int col)
+{
+    return sqlite3_column_int64(s->stmt, col);
+}
+
+static const char *sq_col_text(cf_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s->stmt, col);
+    return t ? (const char *)t : "";
+}
+
+static const unsigned char *sq_col_blob(cf_stmt *s, int col, size_t *len)
+{
+    const unsigned char *b = sqlite3_column_blob(s->stmt, col);
+    *len = (size_t)sqlite3_column_bytes(s->stmt, col);
+    return b;
+}
+
+static void sq_done(cf_stmt *s)
+{
+    if (!s)
+        return;
+    if (s->cached) {
+        sqlite3_reset(s->stmt);
+        sqlite3_clear_bindings(s->stmt);
+        return;
+    }
+    sqlite3_finalize(s->stmt);
+    free(s);
+}
+
+static void sq_close(cf_store *st)
+{
+    sqlite_store *ss = (sqlite_store *)st;
+    for (size_t i = 0; i < ss->ncache; i++) {
+        sqlite3_finalize(ss->cache[i].stmt->stmt);
+        free(ss->cache[i].stmt);
+    }
+    sqlite3_close(ss->db);
+    free(ss);
+}
+
+static const struct cf_db_ops sqlite_ops = {
+    .exec = sq_exec,
+    .prepare = sq_prepare,
+    .bind_int64 = sq_bind_int64,
+    .bind_text = sq_bind_text,
+    .bind_blob = sq_bind_blob,
+    .bind_null = sq_bind_null,
+    .step = sq_step,
+    .col_null = sq_col_null,
+    .col_int64 = sq_col_int64,
+    .col_text = sq_col_text,
+    .col_blob = sq_col_blob,
+    .done = sq_done,
+    .close = sq_close,
+};
+
+cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
+{
+    sqlite_store *ss = calloc(1, sizeof *ss);
+    if (!ss)
+        return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+    ss->base.ops = &sqlite_ops;
+    ss->base.kind = CF_STORE_SQLITE;
+    snprintf(ss->base.desc, sizeof ss->base.desc, "sqlite:%s", path);
+    int rc = sqlite3_open_v2(path, &ss->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        cf_error_set(err, CF_ERR_STORE, "%s: cannot open: %s", path,
+                     ss->db ? sqlite3_errmsg(ss->db) : sqlite3_errstr(rc));
+        sqlite3_close(ss->db);
+        free(ss);
+        return CF_ERR_STORE;
+    }
+    sqlite3_busy_timeout(ss->db, 10000);
+    /* WAL with synchronous=NORMAL: a committed transaction survives a crash of the
+     * process (kill -9); FULL would also fsync the WAL on each commit for power loss. */
+    cf_err e = sq_exec(&ss->base,
+                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                       "PRAGMA foreign_keys=ON;",
+                       err);
+    if (e != CF_OK) {
+        cf_error_prefix(err, "%s", path);
+        sq_close(&ss->base);
+        return e;
+    }
+    *out = &ss->base;
+    return CF_OK;
+}
