@@ -69,5 +69,6 @@ void cli_print_json(json_t *json);
 extern const cli_cmd cli_cmds_core[];   /* init, status, issue */
 extern const cli_cmd cli_cmds_ca[];     /* ca ... */
 extern const cli_cmd cli_cmds_audit[];  /* audit ... */
+extern const cli_cmd cli_cmds_manifest[]; /* manifest make */
 
 #endif

@@ -1,7 +1,10 @@
 /* cmd_core.c - init, status, issue. */
+#include <errno.h>
 #include <openssl/pem.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/fs.h"
@@ -97,6 +100,34 @@ static int run_status(cli *c)
 
 /* ---- issue ---- */
 
+/* The certificate is stored before it is written out: a --out that cannot be written would
+ * leave the user with an issued certificate they never received. Catch the usual mistakes
+ * (missing or read-only directory, a directory as the file) before issuing. */
+static int check_out_path(cli *c, const char *path)
+{
+    char dir[4096];
+    struct stat st;
+    if (!path)
+        return 0;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        cf_error_set(&c->err, CF_ERR_IO, "--out %s: is a directory", path);
+        return cli_fail(c);
+    }
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (access(dir, W_OK | X_OK) != 0) {
+        cf_error_set(&c->err, CF_ERR_IO, "--out %s: cannot write in %s: %s", path, dir,
+                     strerror(errno));
+        return cli_fail(c);
+    }
+    return 0;
+}
+
 static int run_issue(cli *c)
 {
     const char *csr_path = cli_opt(c, "csr"), *device = cli_opt(c, "device");
@@ -112,6 +143,8 @@ static int run_issue(cli *c)
         return cli_usage(c, "--csr FILE and --device ID are required");
     if (cli_int(c, "days", 1, 36500, 0, &days) < 0)
         return 2;
+    if (check_out_path(c, cli_opt(c, "out")) != 0)
+        return 1;
     /* Read a little more than the CSR limit, so the parser reports "too large". */
     if (cf_fs_read_file(csr_path, 16 * 1024 * 1024, &csr, &csr_len, &c->err) != CF_OK)
         return cli_fail(c);
@@ -164,6 +197,12 @@ static int run_issue(cli *c)
                 goto out;
             }
             unsigned char *both = OPENSSL_realloc(der, der_len + l2);
+            if (!both) {
+                OPENSSL_free(d2);
+                cf_error_set(&c->err, CF_ERR_NOMEM, "out of memory");
+                rc = cli_fail(c);
+                goto out;
+            }
             memcpy(both + der_len, d2, l2);
             der = both;
             der_len += l2;

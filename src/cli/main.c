@@ -1,6 +1,7 @@
 /* main.c - certfleet's command line: finds the command, parses its options, opens the
  * fleet, runs it. Every command shares the same conventions (DESIGN.md): --help, --json,
  * --data/--store, "certfleet: WHAT: WHY" on stderr, exit 1 on errors and 2 on usage. */
+#include <errno.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -11,16 +12,23 @@
 #include "cli/cli.h"
 #include "core/fs.h"
 
-static const cli_cmd *const tables[] = {cli_cmds_core, cli_cmds_ca, cli_cmds_audit};
+static const cli_cmd *const tables[] = {cli_cmds_core, cli_cmds_ca, cli_cmds_audit,
+                                        cli_cmds_manifest};
 
 static const cli_opt_spec common_opts[] = {
-    {"data", "DIR", "data directory (default $CERTFLEET_DATA, else ./certfleet-data)"},
+    {"data", "DIR",
+     "data directory (default $CERTFLEET_DATA, else the --store sqlite: file's directory, else"
+     " ./certfleet-data)"},
     {"store", "URL", "store: sqlite:PATH or postgresql://... (default sqlite:DATA/certfleet.db)"},
     {"help", NULL, "show this help"},
     {NULL, NULL, NULL},
 };
 
-static const cli_opt_spec json_opt = {"json", NULL, "print JSON for machines"};
+/* A list like the others (print_opts walks to the terminator). */
+static const cli_opt_spec json_opts[] = {
+    {"json", NULL, "print JSON for machines"},
+    {NULL, NULL, NULL},
+};
 
 const char *cli_opt(const cli *c, const char *name)
 {
@@ -111,7 +119,7 @@ static void print_cmd_help(const cli_cmd *cmd)
            cmd->args ? " " : "", cmd->args ? cmd->args : "", cmd->summary);
     print_opts(cmd->opts);
     if (cmd->prints_data)
-        print_opts(&json_opt);
+        print_opts(json_opts);
     print_opts(common_opts);
 }
 
@@ -157,7 +165,7 @@ static const cli_opt_spec *find_spec(const cli_cmd *cmd, const char *name)
         if (strcmp(o->name, name) == 0)
             return o;
     if (cmd->prints_data && strcmp(name, "json") == 0)
-        return &json_opt;
+        return &json_opts[0];
     return NULL;
 }
 
@@ -207,10 +215,88 @@ static void set_actor(cli *c)
     snprintf(c->actor, sizeof c->actor, "cli:%s", pw ? pw->pw_name : "unknown");
 }
 
+/* DATA when neither --data nor $CERTFLEET_DATA says: for --store sqlite:PATH the directory
+ * of PATH, so the CA keys live beside their database and a store used from another working
+ * directory still finds them; else ./certfleet-data. */
+static const char *default_data_dir(const char *store_url, char *buf, size_t len)
+{
+    if (!store_url || strncmp(store_url, "sqlite:", 7) != 0)
+        return "./certfleet-data";
+    const char *path = store_url + 7, *slash = strrchr(path, '/');
+    if (!slash)
+        return ".";
+    snprintf(buf, len, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    return buf;
+}
+
+/* Only init creates a store. Any other command on a SQLite store that does not exist would
+ * leave an empty database (and for --data, a directory) behind, after a typo in a path for
+ * instance; it fails instead, changing nothing. */
+static int check_store_exists(cli *c)
+{
+    char path[4200];
+    if (strcmp(c->cmd->name, "init") == 0 || !c->cmd->needs_store)
+        return 0;
+    if (c->store_url && strncmp(c->store_url, "sqlite:", 7) != 0)
+        return 0; /* a database server: it answers for itself */
+    if (c->store_url)
+        snprintf(path, sizeof path, "%s", c->store_url + 7);
+    else
+        snprintf(path, sizeof path, "%s/certfleet.db", c->data_dir);
+    /* Only a store that is surely not there; opening names any other problem (EACCES). */
+    struct stat st;
+    if (stat(path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+        return 0;
+    cf_error_set(&c->err, CF_ERR_STATE, "%s: not initialised (no store there): run certfleet init",
+                 path);
+    return cli_fail(c);
+}
+
+/* Common options may also come before the command ("certfleet --data D init"): returns how
+ * many leading arguments are such options. */
+static int leading_common_opts(int argc, char **argv)
+{
+    int i = 1;
+    while (i < argc) {
+        if ((strcmp(argv[i], "--data") == 0 || strcmp(argv[i], "--store") == 0) && i + 1 < argc)
+            i += 2;
+        else if (strncmp(argv[i], "--data=", 7) == 0 || strncmp(argv[i], "--store=", 8) == 0 ||
+                 strcmp(argv[i], "--json") == 0)
+            i += 1;
+        else
+            break;
+    }
+    return i - 1;
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+    int lead = leading_common_opts(argc, argv);
+    if (lead == 0)
+        return run(argc, argv);
+    /* Reorder to: program, command and its options, then the leading options. */
+    char *args[argc + 1];
+    int n = 0;
+    args[n++] = argv[0];
+    for (int i = lead + 1; i < argc; i++)
+        args[n++] = argv[i];
+    for (int i = 1; i <= lead; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
+    if (lead + 1 >= argc) {
+        print_main_help();
+        return 2;
+    }
+    return run(argc, args);
+}
+
+static int run(int argc, char **argv)
 {
     cli c = {0};
     int used = 0, rc;
+    char store_dir[4096];
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         print_main_help();
@@ -222,8 +308,8 @@ int main(int argc, char **argv)
     }
     c.cmd = find_cmd(argc, argv, &used);
     if (!c.cmd) {
-        fprintf(stderr, "certfleet: unknown command \"%s%s%s\" (see certfleet --help)\n",
-                argv[1], argc > 2 && argv[2][0] != '-' ? " " : "",
+        fprintf(stderr, "certfleet: %s%s%s: unknown command (see certfleet --help)\n", argv[1],
+                argc > 2 && argv[2][0] != '-' ? " " : "",
                 argc > 2 && argv[2][0] != '-' ? argv[2] : "");
         return 2;
     }
@@ -242,10 +328,12 @@ int main(int argc, char **argv)
     if (!c.data_dir)
         c.data_dir = getenv("CERTFLEET_DATA");
     if (!c.data_dir || !*c.data_dir)
-        c.data_dir = "./certfleet-data";
+        c.data_dir = default_data_dir(c.store_url, store_dir, sizeof store_dir);
     set_actor(&c);
     umask(077); /* whatever certfleet creates in DATA is its own */
 
+    if ((rc = check_store_exists(&c)) != 0)
+        return rc;
     if (c.cmd->needs_store && cf_fleet_open(c.data_dir, c.store_url, &c.fleet, &c.err) != CF_OK)
         return cli_fail(&c);
     rc = c.cmd->run(&c);

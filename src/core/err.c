@@ -6,6 +6,9 @@
 #include <string.h>
 
 static void vset(cf_error *err, cf_err code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void vset(cf_error *err, cf_err code, const char *fmt, va_list ap)
 {
     err->code = code;
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);

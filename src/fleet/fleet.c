@@ -1,5 +1,6 @@
 #include "fleet/fleet.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@ struct cf_fleet {
     X509 *root;
     char *org;
     int device_days;
+    cf_csr_parser *csr_parser; /* made on first issuance */
 };
 
 cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out,
@@ -37,6 +39,12 @@ cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out
     if (!store_url) {
         if ((rc = cf_fs_mkdirs(data_dir, 0700, err)) != CF_OK)
             goto fail;
+        /* SQLite would only say "unable to open database file". */
+        if (access(data_dir, W_OK | X_OK) != 0) {
+            rc = cf_error_set(err, CF_ERR_IO, "%s: data directory is not writable: %s", data_dir,
+                              strerror(errno));
+            goto fail;
+        }
         snprintf(url, sizeof url, "sqlite:%s/certfleet.db", data_dir);
         store_url = url;
     }
@@ -54,6 +62,7 @@ void cf_fleet_close(cf_fleet *f)
     if (!f)
         return;
     cf_issuer_free(f->issuer);
+    cf_csr_parser_free(f->csr_parser);
     X509_free(f->root);
     free(f->org);
     cf_store_close(f->st);
@@ -83,8 +92,8 @@ int cf_fleet_device_id_valid(const char *id)
 
 typedef struct {
     EVP_PKEY *key;
-    char ref[1024];  /* what the store records: file name or URI */
-    char path[3200]; /* the key file written, to remove if init fails */
+    char ref[CF_KEY_REF_MAX]; /* what the store records: file name or URI without PIN */
+    char path[3200];          /* the key file written, to remove if init fails */
 } ca_key;
 
 static cf_err ca_key_obtain(cf_fleet *f, const char *uri, cf_key_type type, const char *name,
@@ -94,8 +103,16 @@ static cf_err ca_key_obtain(cf_fleet *f, const char *uri, cf_key_type type, cons
     if (uri) {
         if (!cf_key_ref_is_pkcs11(uri))
             return cf_error_set(err, CF_ERR_INVALID, "%s key: expected a pkcs11: URI", name);
-        snprintf(out->ref, sizeof out->ref, "%s", uri);
-        return cf_key_load(uri, NULL, &out->key, err);
+        /* The store keeps the URI without its PIN; key.h says where a later load finds it. */
+        char desc[64];
+        cf_err rc = cf_key_ref_without_pin(uri, out->ref, err);
+        if (rc == CF_OK)
+            rc = cf_key_load(uri, NULL, &out->key, err);
+        if (rc == CF_OK)
+            rc = cf_key_check_policy(out->key, desc, sizeof desc, err);
+        if (rc != CF_OK)
+            cf_error_prefix(err, "%s key", name);
+        return rc;
     }
     return cf_key_generate(type, &out->key, err);
 }
@@ -340,7 +357,7 @@ out:
 
 cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err)
 {
-    X509_REQ *csr = NULL;
+    X509_PUBKEY *spki = NULL;
     EVP_PKEY *pub = NULL;
     X509 *x = NULL;
     char keydesc[64], serial[CF_SERIAL_HEX_MAX];
@@ -348,13 +365,17 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error
 
     if (!cf_fleet_device_id_valid(req->device_id))
         return cf_error_set(err, CF_ERR_INVALID,
-                            "device id \"%.64s\": use 1-128 characters of A-Z a-z 0-9 . _ : -",
-                            req->device_id);
+                            "device id \"%.64s%s\" (%zu characters): use 1-128 characters of"
+                            " A-Z a-z 0-9 . _ : -",
+                            req->device_id, strlen(req->device_id) > 64 ? "..." : "",
+                            strlen(req->device_id));
     if (req->days < 0 || req->days > 36500)
         return cf_error_set(err, CF_ERR_INVALID, "validity of %d days is out of range (1-36500)",
                             req->days);
-    if ((rc = cf_csr_parse(req->csr, req->csr_len, &csr, err)) != CF_OK ||
-        (rc = cf_csr_check(csr, &pub, keydesc, sizeof keydesc, err)) != CF_OK)
+    if (!f->csr_parser && (rc = cf_csr_parser_new(&f->csr_parser, err)) != CF_OK)
+        return rc;
+    if ((rc = cf_csr_parse_check(f->csr_parser, req->csr, req->csr_len, &spki, &pub, keydesc,
+                                 sizeof keydesc, err)) != CF_OK)
         goto out;
     if ((rc = load_issuer(f, err)) != CF_OK)
         goto out;
@@ -368,7 +389,8 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error
     for (int attempt = 0; attempt < 3; attempt++) {
         X509_free(x);
         x = NULL;
-        if ((rc = cf_issuer_sign_device(f->issuer, pub, &profile, &x, serial, err)) != CF_OK)
+        if ((rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &x, serial, err)) !=
+            CF_OK)
             goto out;
         rc = issue_commit(f, req, x, serial, keydesc, err);
         if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
@@ -381,7 +403,7 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error
 out:
     X509_free(x);
     EVP_PKEY_free(pub);
-    X509_REQ_free(csr);
+    X509_PUBKEY_free(spki);
     return rc;
 }
 

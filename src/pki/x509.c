@@ -257,14 +257,41 @@ out:
     return ok;
 }
 
-cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_profile *profile,
-                             X509 **out, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+/* Copies a SubjectPublicKeyInfo into x as it is encoded. X509_set_pubkey would instead run
+ * the key through OpenSSL 3.0's encoder and decoder, the costliest step of issuance. */
+static int copy_spki(X509 *x, const X509_PUBKEY *spki)
+{
+    ASN1_OBJECT *alg;
+    const unsigned char *bits;
+    int nbits;
+    X509_ALGOR *src_alg, *dst_alg;
+    X509_PUBKEY *dst = X509_get_X509_PUBKEY(x);
+    if (!X509_PUBKEY_get0_param(&alg, &bits, &nbits, &src_alg, spki) || nbits <= 0)
+        return 0;
+    unsigned char *copy = OPENSSL_memdup(bits, (size_t)nbits);
+    ASN1_OBJECT *alg_copy = OBJ_dup(alg);
+    if (!copy || !alg_copy ||
+        !X509_PUBKEY_set0_param(dst, alg_copy, V_ASN1_UNDEF, NULL, copy, nbits)) {
+        OPENSSL_free(copy);
+        ASN1_OBJECT_free(alg_copy);
+        return 0;
+    }
+    /* The algorithm's parameters (the named curve) as well. */
+    return X509_PUBKEY_get0_param(NULL, NULL, NULL, &dst_alg, dst) &&
+           X509_ALGOR_copy(dst_alg, src_alg);
+}
+
+/* The device certificate for the subject key given either as pub or as spki. */
+static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki,
+                          const cf_device_profile *profile, X509 **out,
+                          char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
 {
     X509 *x = X509_new();
     cf_err rc;
     if (!x)
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-    if (!X509_set_version(x, X509_VERSION_3) || !X509_set_pubkey(x, pub) ||
+    if (!X509_set_version(x, X509_VERSION_3) ||
+        !(spki ? copy_spki(x, spki) : X509_set_pubkey(x, pub)) ||
         !X509_set_issuer_name(x, X509_get_subject_name(iss->cert))) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot build certificate");
         goto fail;
@@ -288,6 +315,19 @@ cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_prof
 fail:
     X509_free(x);
     return rc;
+}
+
+cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_profile *profile,
+                             X509 **out, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+{
+    return sign_device(iss, pub, NULL, profile, out, serial_hex, err);
+}
+
+cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
+                                  const cf_device_profile *profile, X509 **out,
+                                  char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+{
+    return sign_device(iss, NULL, spki, profile, out, serial_hex, err);
 }
 
 /* ---- small accessors ---- */

@@ -1,6 +1,11 @@
-/* db_pg.c - the PostgreSQL driver (libpq): named prepared statements, binary results. */
-#include <arpa/inet.h>
+/* db_pg.c - the PostgreSQL driver (libpq): named prepared statements, binary results.
+ *
+ * Cached statements are prepared once per connection under a name; others run through the
+ * unnamed statement (PQexecParams), so nothing needs deallocating, not even inside a
+ * transaction the server has already aborted. Results come back in binary: integers are
+ * decoded by their column type, text as is, bytea as raw bytes. */
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +19,14 @@ struct cf_stmt {
     struct pg_store *owner;
     char name[16];
     int cached;
+    char *text; /* uncached: the renumbered SQL, run with PQexecParams; NULL when cached */
     int nparams;
     const char *values[PG_MAX_PARAMS];
     int lengths[PG_MAX_PARAMS];
     int formats[PG_MAX_PARAMS];
     char ints[PG_MAX_PARAMS][24]; /* decimal text of bound integers */
     PGresult *res;
-    int row;                      /* index of the current row; -1 before the first step */
+    int row; /* index of the current row; -1 before the first step */
 };
 
 typedef struct pg_store {
@@ -56,16 +62,26 @@ static char *renumber(const char *sql, int *nparams)
     return out;
 }
 
+/* SQLSTATEs that mean the server or the connection went away: class 08 (connection
+ * exception) and 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now). */
+static int state_is_unavailable(const char *state)
+{
+    return state && (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+                     strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0);
+}
+
 static cf_err pg_fail(pg_store *ps, const PGresult *res, const char *what, cf_error *err)
 {
-    if (PQstatus(ps->conn) != CONNECTION_OK)
-        return cf_error_set(err, CF_ERR_UNAVAILABLE, "%s: lost connection to %s", what,
-                            ps->base.desc);
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(ps->conn);
+    const char *msg = res ? PQresultErrorMessage(res) : NULL;
+    if (!msg || !*msg)
+        msg = PQerrorMessage(ps->conn);
     char clean[300];
-    snprintf(clean, sizeof clean, "%s", msg ? msg : "unknown error");
+    snprintf(clean, sizeof clean, "%s", msg && *msg ? msg : "unknown error");
     clean[strcspn(clean, "\n")] = '\0';
+    if (PQstatus(ps->conn) != CONNECTION_OK || state_is_unavailable(state))
+        return cf_error_set(err, CF_ERR_UNAVAILABLE, "%s: lost connection to %s: %s", what,
+                            ps->base.desc, clean);
     if (state && strcmp(state, "23505") == 0)
         return cf_error_set(err, CF_ERR_EXISTS, "%s: %s", what, clean);
     return cf_error_set(err, CF_ERR_STORE, "%s: %s", what, clean);
@@ -79,12 +95,17 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
     cf_err rc = CF_OK;
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
         rc = pg_fail(ps, res, "store", err);
+    else if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
+        /* PostgreSQL answers COMMIT of a transaction it has aborted with ROLLBACK, not an
+         * error: the caller must not believe its changes were kept. */
+        rc = cf_error_set(err, CF_ERR_STORE,
+                          "store: transaction was rolled back by %s after an earlier error",
+                          ps->base.desc);
     PQclear(res);
     return rc;
 }
 
-static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out,
-                         cf_error *err)
+static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out, cf_error *err)
 {
     pg_store *ps = (pg_store *)st;
     if (cached) {
@@ -111,6 +132,11 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
     s->owner = ps;
     s->nparams = nparams;
     s->row = -1;
+    if (!cached || ps->ncache >= PG_CACHE_MAX) {
+        s->text = text; /* parsed with its first step */
+        *out = s;
+        return CF_OK;
+    }
     snprintf(s->name, sizeof s->name, "cf%u", ps->next_name++);
     PGresult *res = PQprepare(ps->conn, s->name, text, nparams, NULL);
     free(text);
@@ -121,12 +147,10 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
         return rc;
     }
     PQclear(res);
-    if (cached && ps->ncache < PG_CACHE_MAX) {
-        s->cached = 1;
-        ps->cache[ps->ncache].sql = sql;
-        ps->cache[ps->ncache].stmt = s;
-        ps->ncache++;
-    }
+    s->cached = 1;
+    ps->cache[ps->ncache].sql = sql;
+    ps->cache[ps->ncache].stmt = s;
+    ps->ncache++;
     *out = s;
     return CF_OK;
 }
@@ -167,8 +191,12 @@ static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
 {
     *row = 0;
     if (!s->res) {
-        s->res = PQexecPrepared(s->owner->conn, s->name, s->nparams, s->values, s->lengths,
-                                s->formats, 1);
+        if (s->text)
+            s->res = PQexecParams(s->owner->conn, s->text, s->nparams, NULL, s->values, s->lengths,
+                                  s->formats, 1);
+        else
+            s->res = PQexecPrepared(s->owner->conn, s->name, s->nparams, s->values, s->lengths,
+                                    s->formats, 1);
         ExecStatusType st = PQresultStatus(s->res);
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             cf_err rc = pg_fail(s->owner, s->res, "store", err);
@@ -188,20 +216,64 @@ static int pgs_col_null(cf_stmt *s, int col)
     return PQgetisnull(s->res, s->row, col);
 }
 
+#define PG_OID_BOOL 16
+#define PG_OID_INT8 20
+#define PG_OID_INT2 21
+#define PG_OID_INT4 23
+#define PG_OID_NUMERIC 1700
+
+static uint64_t be_uint(const unsigned char *v, int len)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < len; i++)
+        x = x << 8 | v[i];
+    return x;
+}
+
+/* NUMERIC in binary (what SUM(bigint) returns): int16 ndigits, weight, sign, dscale, then
+ * ndigits base-10000 digits, the first worth 10000^weight. The fraction is dropped; a value
+ * beyond 64 bits saturates, NaN reads as 0. */
+static int64_t numeric_to_int64(const unsigned char *v, int len)
+{
+    if (len < 8)
+        return 0;
+    int ndigits = (int16_t)be_uint(v, 2), weight = (int16_t)be_uint(v + 2, 2);
+    unsigned sign = (unsigned)be_uint(v + 4, 2);
+    if (ndigits < 0 || len < 8 + 2 * ndigits || sign == 0xC000)
+        return 0;
+    int neg = sign == 0x4000;
+    int64_t x = 0;
+    for (int i = 0; i <= weight; i++) {
+        int64_t digit = i < ndigits ? (int64_t)be_uint(v + 8 + 2 * i, 2) : 0;
+        /* Accumulate with the sign, so INT64_MIN itself still fits. */
+        if (__builtin_mul_overflow(x, 10000, &x) ||
+            __builtin_add_overflow(x, neg ? -digit : digit, &x))
+            return neg ? INT64_MIN : INT64_MAX;
+    }
+    return x;
+}
+
 static int64_t pgs_col_int64(cf_stmt *s, int col)
 {
     if (PQgetisnull(s->res, s->row, col))
         return 0;
     const unsigned char *v = (const unsigned char *)PQgetvalue(s->res, s->row, col);
     int len = PQgetlength(s->res, s->row, col);
-    uint64_t x = 0;
-    for (int i = 0; i < len && i < 8; i++)
-        x = x << 8 | v[i];
-    if (len == 4)
-        return (int32_t)(uint32_t)x;
-    if (len == 2)
-        return (int16_t)(uint16_t)x;
-    return (int64_t)x;
+    switch (PQftype(s->res, col)) {
+    case PG_OID_INT8:
+        return len == 8 ? (int64_t)be_uint(v, 8) : 0;
+    case PG_OID_INT4:
+        return len == 4 ? (int32_t)(uint32_t)be_uint(v, 4) : 0;
+    case PG_OID_INT2:
+        return len == 2 ? (int16_t)(uint16_t)be_uint(v, 2) : 0;
+    case PG_OID_BOOL:
+        return len == 1 && v[0];
+    case PG_OID_NUMERIC:
+        return numeric_to_int64(v, len);
+    default:
+        /* Text and the like, as SQLite would convert it. */
+        return strtoll((const char *)v, NULL, 10);
+    }
 }
 
 static const char *pgs_col_text(cf_stmt *s, int col)
@@ -213,6 +285,10 @@ static const char *pgs_col_text(cf_stmt *s, int col)
 
 static const unsigned char *pgs_col_blob(cf_stmt *s, int col, size_t *len)
 {
+    if (PQgetisnull(s->res, s->row, col)) {
+        *len = 0;
+        return (const unsigned char *)"";
+    }
     *len = (size_t)PQgetlength(s->res, s->row, col);
     return (const unsigned char *)PQgetvalue(s->res, s->row, col);
 }
@@ -227,9 +303,7 @@ static void pgs_done(cf_stmt *s)
     memset(s->values, 0, sizeof s->values);
     if (s->cached)
         return;
-    char sql[64];
-    snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
-    PQclear(PQexec(s->owner->conn, sql));
+    free(s->text);
     free(s);
 }
 
@@ -260,16 +334,27 @@ static const struct cf_db_ops pg_ops = {
     .close = pg_close,
 };
 
-/* The URL without its password, for messages. */
+/* The URL without its password (in the user part or as a password= parameter), for
+ * messages. */
 static void describe(const char *url, char *out, size_t cap)
 {
     const char *scheme = strstr(url, "://");
-    const char *at = strchr(url, '@');
-    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-    if (scheme && at && colon && colon < at)
+    const char *host = scheme ? scheme + 3 : url;
+    const char *at = strchr(host, '@');
+    const char *slash = strchr(host, '/');
+    const char *colon = strchr(host, ':');
+    if (at && (!slash || at < slash) && colon && colon < at)
         snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
     else
         snprintf(out, cap, "%s", url);
+    char *pw = strstr(out, "password=");
+    if (pw && pw > out && (pw[-1] == '?' || pw[-1] == '&')) {
+        char rest[1024];
+        snprintf(rest, sizeof rest, "%s", pw + 9 + strcspn(pw + 9, "&"));
+        pw[0] = '\0';
+        size_t used = strlen(out);
+        snprintf(out + used, cap - used, "password=***%s", rest);
+    }
 }
 
 static void quiet_notices(void *arg, const char *msg)

@@ -202,7 +202,8 @@ cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
                        "PRAGMA foreign_keys=ON;",
                        err);
     if (e != CF_OK) {
-        cf_error_prefix(err, "%s", path);
+        if (err && !strstr(err->msg, path))
+            cf_error_prefix(err, "%s", path);
         sq_close(&ss->base);
         return e;
     }

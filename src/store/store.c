@@ -284,5 +284,24 @@ cf_err cf_store_meta_set(cf_store *st, const char *key, const char *value, cf_er
 
 cf_err cf_store_meta_insert(cf_store *st, const char *key, const char *value, cf_error *err)
 {
-    return meta_write(st, "INSERT INTO meta (key, value) VALUES (?, ?)", key, value, err);
+    /* DO NOTHING rather than a unique violation: in PostgreSQL a failed statement aborts the
+     * transaction, and the loser of the race must still be able to read the winner's value. */
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "INSERT INTO meta (key, value) VALUES (?, ?)"
+                              " ON CONFLICT (key) DO NOTHING RETURNING key",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_text(s, 1, key);
+    st->ops->bind_text(s, 2, value);
+    int row = 0;
+    rc = st->ops->step(s, &row, err);
+    int inserted = row;
+    if (rc == CF_OK && row)
+        rc = st->ops->step(s, &row, err); /* finish the statement before it is reused */
+    st->ops->done(s);
+    if (rc == CF_OK && !inserted)
+        rc = cf_error_set(err, CF_ERR_EXISTS, "setting %s is already set", key);
+    return rc;
 }

@@ -65,7 +65,7 @@ const char *tu_fresh_store_url(int backend)
 
 char *tu_make_csr(const char *spec, size_t *len)
 {
-    char cmd[1024], path[600];
+    char cmd[4096], path[600];
     static int n;
     snprintf(path, sizeof path, "%s/csr-%d-%d", tu_tmpdir(), (int)getpid(), ++n);
     const char *colon = strchr(spec, ':');
