@@ -70,5 +70,9 @@ extern const cli_cmd cli_cmds_core[];   /* init, status, issue */
 extern const cli_cmd cli_cmds_ca[];     /* ca ... */
 extern const cli_cmd cli_cmds_audit[];  /* audit ... */
 extern const cli_cmd cli_cmds_manifest[]; /* manifest make */
+extern const cli_cmd cli_cmds_manufacturer[]; /* manufacturer ... */
+extern const cli_cmd cli_cmds_onboard[];  /* onboard */
+extern const cli_cmd cli_cmds_owner[];    /* owner ... */
+extern const cli_cmd cli_cmds_device[];   /* device ... */
 
 #endif

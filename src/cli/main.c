@@ -12,8 +12,10 @@
 #include "cli/cli.h"
 #include "core/fs.h"
 
-static const cli_cmd *const tables[] = {cli_cmds_core, cli_cmds_ca, cli_cmds_audit,
-                                        cli_cmds_manifest};
+static const cli_cmd *const tables[] = {
+    cli_cmds_core,  cli_cmds_ca,    cli_cmds_manufacturer, cli_cmds_manifest,
+    cli_cmds_onboard, cli_cmds_owner, cli_cmds_device,     cli_cmds_audit,
+};
 
 static const cli_opt_spec common_opts[] = {
     {"data", "DIR",

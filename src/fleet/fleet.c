@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "audit/audit.h"
@@ -20,8 +21,8 @@ struct cf_fleet {
     /* Loaded on first issuance and kept: the issuing CA, its key, its chain. */
     cf_issuer *issuer;
     int64_t issuer_ca_id;
-    X509 *root;
-    char *org;
+    X509 *root, *issuing;
+    char *org, *base_url, *issuing_name, *issuing_key_ref;
     int device_days;
     cf_csr_parser *csr_parser; /* made on first issuance */
 };
@@ -64,7 +65,11 @@ void cf_fleet_close(cf_fleet *f)
     cf_issuer_free(f->issuer);
     cf_csr_parser_free(f->csr_parser);
     X509_free(f->root);
+    X509_free(f->issuing);
     free(f->org);
+    free(f->base_url);
+    free(f->issuing_name);
+    free(f->issuing_key_ref);
     cf_store_close(f->st);
     free(f);
 }
@@ -256,113 +261,87 @@ out:
 
 /* ---- issuance ---- */
 
-static cf_err load_issuer(cf_fleet *f, cf_error *err)
+/* The active issuing CA and its root, with the settings issuance uses: all from the
+ * store, no private key (exporting the chain must not need the token's PIN). */
+static cf_err load_chain(cf_fleet *f, cf_error *err)
 {
-    if (f->issuer)
+    if (f->issuing)
         return CF_OK;
     cf_ca_rec ca = {0}, root = {0};
-    X509 *cert = NULL;
-    EVP_PKEY *key = NULL;
-    char *base = NULL, *days = NULL;
-    cf_err rc = cf_store_meta_get(f->st, "org", &f->org, err);
+    char *days = NULL;
+    cf_err rc = f->org ? CF_OK : cf_store_meta_get(f->st, "org", &f->org, err);
     if (rc == CF_ERR_NOT_FOUND)
         rc = cf_error_set(err, CF_ERR_STATE, "%s is not initialised: run certfleet init",
                           cf_store_describe(f->st));
     if (rc != CF_OK)
         goto out;
-    if ((rc = cf_store_meta_get(f->st, "base_url", &base, err)) != CF_OK ||
+    if ((!f->base_url && (rc = cf_store_meta_get(f->st, "base_url", &f->base_url, err)) != CF_OK) ||
         (rc = cf_store_meta_get(f->st, "device_days", &days, err)) != CF_OK)
         goto out;
     f->device_days = atoi(days);
     if ((rc = cf_store_ca_active(f->st, CF_CA_ISSUING, &ca, err)) != CF_OK ||
         (rc = cf_store_ca_get(f->st, ca.parent_id, &root, err)) != CF_OK)
         goto out;
-    if ((rc = cf_x509_from_der(ca.der, ca.der_len, &cert, err)) != CF_OK ||
-        (rc = cf_x509_from_der(root.der, root.der_len, &f->root, err)) != CF_OK)
-        goto out;
-    if ((rc = cf_key_load(ca.key_ref, f->key_dir, &key, err)) != CF_OK) {
-        cf_error_prefix(err, "issuing CA %s", ca.name);
-        goto out;
-    }
-    if (X509_check_private_key(cert, key) != 1) {
-        rc = cf_error_openssl(err, CF_ERR_STATE, "issuing CA %s: key does not match certificate",
-                              ca.name);
-        goto out;
-    }
-    if ((rc = cf_issuer_new(cert, key, ca.name, base, &f->issuer, err)) != CF_OK)
-        goto out;
-    f->issuer_ca_id = ca.id;
-out:
-    if (rc != CF_OK) {
+    if ((rc = cf_x509_from_der(root.der, root.der_len, &f->root, err)) != CF_OK ||
+        (rc = cf_x509_from_der(ca.der, ca.der_len, &f->issuing, err)) != CF_OK) {
         X509_free(f->root);
         f->root = NULL;
+        goto out;
     }
-    X509_free(cert);
-    EVP_PKEY_free(key);
-    free(base);
+    f->issuer_ca_id = ca.id;
+    f->issuing_name = ca.name;
+    f->issuing_key_ref = ca.key_ref;
+    ca.name = ca.key_ref = NULL;
+out:
     free(days);
     cf_ca_rec_clear(&ca);
     cf_ca_rec_clear(&root);
     return rc;
 }
 
-static cf_err issue_commit(cf_fleet *f, const cf_issue_req *req, X509 *x, const char *serial,
-                           const char *keydesc, cf_error *err)
+/* The chain plus the issuing CA's private key, ready to sign. */
+static cf_err load_issuer(cf_fleet *f, cf_error *err)
 {
-    cf_cert_rec rec = {0};
-    cf_device_state state;
-    json_t *details = NULL;
-    int created = 0;
-    cf_err rc = cf_x509_to_der(x, &rec.der, &rec.der_len, err);
+    if (f->issuer)
+        return CF_OK;
+    EVP_PKEY *key = NULL;
+    cf_err rc = load_chain(f, err);
     if (rc != CF_OK)
         return rc;
-    snprintf(rec.serial, sizeof rec.serial, "%s", serial);
-    rec.ca_id = f->issuer_ca_id;
-    rec.device_id = (char *)req->device_id;
-    rec.subject = cf_x509_subject_line(x);
-    rec.not_before = cf_x509_not_before(x);
-    rec.not_after = cf_x509_not_after(x);
-    rec.issued_us = cf_time_now_us();
-    rec.status = CF_CERT_GOOD;
-    rec.reason = -1;
-
-    if ((rc = cf_store_begin(f->st, err)) != CF_OK)
-        goto out;
-    rc = cf_store_device_ensure(f->st, req->device_id, CF_DEVICE_ACTIVE, &created, err);
-    if (rc == CF_OK && !created) {
-        rc = cf_store_device_get_state(f->st, req->device_id, &state, err);
-        if (rc == CF_OK && state == CF_DEVICE_DECOMMISSIONED)
-            rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned",
-                              req->device_id);
-        else if (rc == CF_OK && state != CF_DEVICE_ACTIVE)
-            rc = cf_store_device_set_state(f->st, req->device_id, CF_DEVICE_ACTIVE, err);
+    if ((rc = cf_key_load(f->issuing_key_ref, f->key_dir, &key, err)) != CF_OK) {
+        cf_error_prefix(err, "issuing CA %s", f->issuing_name);
+        return rc;
     }
-    if (rc == CF_OK)
-        rc = cf_store_cert_insert(f->st, &rec, err);
-    if (rc == CF_OK) {
-        details = json_pack("{s:s, s:s, s:I, s:s}", "serial", serial, "device", req->device_id,
-                            "not_after", (json_int_t)rec.not_after, "key", keydesc);
-        rc = cf_audit_append(f->st, req->actor, "cert.issue", req->device_id, details, NULL, err);
-    }
-    if (rc == CF_OK)
-        rc = cf_store_commit(f->st, err);
+    if (X509_check_private_key(f->issuing, key) != 1)
+        rc = cf_error_openssl(err, CF_ERR_STATE, "issuing CA %s: key does not match certificate",
+                              f->issuing_name);
     else
-        cf_store_rollback(f->st);
-out:
-    json_decref(details);
-    free(rec.subject);
-    OPENSSL_free(rec.der);
+        rc = cf_issuer_new(f->issuing, key, f->issuing_name, f->base_url, &f->issuer, err);
+    EVP_PKEY_free(key);
     return rc;
 }
 
-cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err)
+/* One request on its way through issuance: checked and signed outside any transaction,
+ * then recorded inside one. */
+typedef struct {
+    const cf_issue_req *req;
+    X509 *x;
+    char serial[CF_SERIAL_HEX_MAX];
+    char keydesc[64];
+    int64_t owner_id;       /* the device's owner when signed (0: vendor) */
+    int device_exists;
+} pending_cert;
+
+static cf_err issue_prepare(cf_fleet *f, const cf_issue_req *req, pending_cert *p, cf_error *err)
 {
     X509_PUBKEY *spki = NULL;
     EVP_PKEY *pub = NULL;
-    X509 *x = NULL;
-    char keydesc[64], serial[CF_SERIAL_HEX_MAX];
+    cf_device_state state = CF_DEVICE_ACTIVE;
+    char owner[256] = "";
     cf_err rc;
 
+    memset(p, 0, sizeof *p);
+    p->req = req;
     if (!cf_fleet_device_id_valid(req->device_id))
         return cf_error_set(err, CF_ERR_INVALID,
                             "device id \"%.64s%s\" (%zu characters): use 1-128 characters of"
@@ -374,47 +353,178 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error
                             req->days);
     if (!f->csr_parser && (rc = cf_csr_parser_new(&f->csr_parser, err)) != CF_OK)
         return rc;
-    if ((rc = cf_csr_parse_check(f->csr_parser, req->csr, req->csr_len, &spki, &pub, keydesc,
-                                 sizeof keydesc, err)) != CF_OK)
+    if ((rc = cf_csr_parse_check(f->csr_parser, req->csr, req->csr_len, &spki, &pub,
+                                 p->keydesc, sizeof p->keydesc, err)) != CF_OK)
         goto out;
     if ((rc = load_issuer(f, err)) != CF_OK)
         goto out;
+    rc = cf_store_device_owner(f->st, req->device_id, &state, &p->owner_id, owner, sizeof owner,
+                               err);
+    if (rc == CF_ERR_NOT_FOUND)
+        rc = CF_OK;
+    else if (rc == CF_OK)
+        p->device_exists = 1;
+    if (rc != CF_OK)
+        goto out;
+    if (p->device_exists && state == CF_DEVICE_DECOMMISSIONED) {
+        rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
+        goto out;
+    }
+    int days = req->days > 0 ? req->days : f->device_days;
+    int64_t left = cf_x509_not_after(cf_issuer_cert(f->issuer)) - (int64_t)time(NULL);
+    if (req->days > 0 && (int64_t)days * 86400 > left) {
+        rc = cf_error_set(err, CF_ERR_POLICY,
+                          "validity of %d days outlives the issuing CA (%lld days left)", days,
+                          (long long)(left / 86400));
+        goto out;
+    }
     cf_device_profile profile = {
         .device_id = req->device_id,
-        .org = f->org,
-        .days = req->days > 0 ? req->days : f->device_days,
+        .org = owner[0] ? owner : f->org,
+        .days = days,
     };
-    /* A 128-bit random serial collides only by accident of the universe; the unique index
-     * still decides, and a collision draws again. */
-    for (int attempt = 0; attempt < 3; attempt++) {
-        X509_free(x);
-        x = NULL;
-        if ((rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &x, serial, err)) !=
-            CF_OK)
-            goto out;
-        rc = issue_commit(f, req, x, serial, keydesc, err);
-        if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
-            break;
-    }
-    if (rc == CF_OK) {
-        *out = x;
-        x = NULL;
-    }
+    rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &p->x, p->serial, err);
 out:
-    X509_free(x);
     EVP_PKEY_free(pub);
     X509_PUBKEY_free(spki);
     return rc;
+}
+
+/* Inside the caller's transaction: the device (created or made active), the certificate
+ * and the audit record. */
+static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
+{
+    const cf_issue_req *req = p->req;
+    cf_cert_rec rec = {0};
+    json_t *details = NULL;
+    cf_device_state state;
+    int64_t owner_id = 0;
+    char owner[256];
+    int created = 0;
+    cf_err rc = cf_x509_to_der(p->x, &rec.der, &rec.der_len, err);
+    if (rc != CF_OK)
+        return rc;
+    snprintf(rec.serial, sizeof rec.serial, "%s", p->serial);
+    rec.ca_id = f->issuer_ca_id;
+    rec.device_id = (char *)req->device_id;
+    rec.owner_id = p->owner_id;
+    rec.subject = cf_x509_subject_line(p->x);
+    rec.not_before = cf_x509_not_before(p->x);
+    rec.not_after = cf_x509_not_after(p->x);
+    rec.issued_us = cf_time_now_us();
+    rec.status = CF_CERT_GOOD;
+    rec.reason = -1;
+
+    if (!p->device_exists)
+        rc = cf_store_device_ensure(f->st, req->device_id, CF_DEVICE_ACTIVE, &created, err);
+    if (rc == CF_OK && !created) {
+        /* Re-read inside the transaction: the device may have changed hands since it was
+         * signed for. */
+        rc = cf_store_device_owner(f->st, req->device_id, &state, &owner_id, owner,
+                                   sizeof owner, err);
+        if (rc == CF_OK && state == CF_DEVICE_DECOMMISSIONED)
+            rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned",
+                              req->device_id);
+        else if (rc == CF_OK && owner_id != p->owner_id)
+            rc = cf_error_set(err, CF_ERR_STATE, "device %s changed owner during issuance",
+                              req->device_id);
+        else if (rc == CF_OK && state != CF_DEVICE_ACTIVE)
+            rc = cf_store_device_set_state(f->st, req->device_id, CF_DEVICE_ACTIVE, err);
+    }
+    if (rc == CF_OK)
+        rc = cf_store_cert_insert(f->st, &rec, err);
+    if (rc == CF_OK) {
+        details = json_pack("{s:s, s:s, s:I, s:s}", "serial", p->serial, "device",
+                            req->device_id, "not_after", (json_int_t)rec.not_after, "key",
+                            p->keydesc);
+        rc = cf_audit_append(f->st, req->actor, "cert.issue", req->device_id, details, NULL, err);
+    }
+    json_decref(details);
+    free(rec.subject);
+    OPENSSL_free(rec.der);
+    return rc;
+}
+
+static cf_err issue_one_txn(cf_fleet *f, const pending_cert *p, cf_error *err)
+{
+    cf_err rc = cf_store_begin(f->st, err);
+    if (rc != CF_OK)
+        return rc;
+    if ((rc = issue_record(f, p, err)) == CF_OK)
+        rc = cf_store_commit(f->st, err);
+    else
+        cf_store_rollback(f->st);
+    return rc;
+}
+
+cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err)
+{
+    pending_cert p;
+    cf_err rc = issue_prepare(f, req, &p, err);
+    /* A 128-bit random serial collides only by accident of the universe; the unique index
+     * still decides, and a collision draws again. */
+    for (int attempt = 0; rc == CF_OK && attempt < 3; attempt++) {
+        rc = issue_one_txn(f, &p, err);
+        if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
+            break;
+        X509_free(p.x);
+        rc = issue_prepare(f, req, &p, err);
+    }
+    if (rc == CF_OK) {
+        *out = p.x;
+        p.x = NULL;
+    }
+    X509_free(p.x);
+    return rc;
+}
+
+cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
+                            cf_issue_result *results, cf_error *err)
+{
+    pending_cert *ps = calloc(n ? n : 1, sizeof *ps);
+    if (!ps)
+        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    size_t good = 0;
+    for (size_t i = 0; i < n; i++) {
+        results[i].cert = NULL;
+        results[i].rc = issue_prepare(f, &reqs[i], &ps[i], &results[i].err);
+        good += results[i].rc == CF_OK;
+    }
+    cf_err rc = CF_OK;
+    if (good > 0 && (rc = cf_store_begin(f->st, err)) == CF_OK) {
+        for (size_t i = 0; i < n && rc == CF_OK; i++)
+            if (results[i].rc == CF_OK)
+                rc = issue_record(f, &ps[i], err);
+        if (rc == CF_OK)
+            rc = cf_store_commit(f->st, err);
+        else
+            cf_store_rollback(f->st);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (results[i].rc != CF_OK)
+            continue;
+        /* The shared transaction failed: each request gets its own, and its own error. */
+        if (rc != CF_OK)
+            results[i].rc = issue_one_txn(f, &ps[i], &results[i].err);
+        if (results[i].rc == CF_OK) {
+            results[i].cert = ps[i].x;
+            ps[i].x = NULL;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        X509_free(ps[i].x);
+    free(ps);
+    return CF_OK;
 }
 
 /* ---- chain and status ---- */
 
 cf_err cf_fleet_chain(cf_fleet *f, X509 **issuing, X509 **root, cf_error *err)
 {
-    cf_err rc = load_issuer(f, err);
+    cf_err rc = load_chain(f, err);
     if (rc != CF_OK)
         return rc;
-    *issuing = cf_issuer_cert(f->issuer);
+    *issuing = f->issuing;
     *root = f->root;
     return CF_OK;
 }

@@ -49,8 +49,25 @@ typedef struct {
 } cf_issue_req;
 
 /* Verifies the CSR (proof of possession, key policy), signs a device certificate under
- * the device profile, and stores it with its audit record. *out: X509_free. */
+ * the device profile (O = the device's owner, else the organisation), and stores it with
+ * its audit record in one transaction. A device that does not exist yet is created active;
+ * a decommissioned or blocked one is refused. *out: X509_free; its public key is held as
+ * bytes only (X509_get0_pubkey returns NULL: re-read the DER where a key is needed). */
 cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err);
+
+typedef struct {
+    X509 *cert;   /* on success: X509_free */
+    cf_err rc;
+    cf_error err; /* when rc != CF_OK */
+} cf_issue_result;
+
+/* Group commit: issues n certificates with one transaction for all of them, as a server
+ * does for the enrollments that arrive together. Each request is checked and signed on its
+ * own, and one that fails (bad CSR, refused device) fails alone in results[i]. Nothing is
+ * acknowledged before the transaction commits; should it fail, each request is retried in
+ * a transaction of its own. Returns CF_OK when every request has its result. */
+cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
+                            cf_issue_result *results, cf_error *err);
 
 /* The issuing chain, issuing CA first then root, as PEM. *pem: free(). */
 cf_err cf_fleet_chain_pem(cf_fleet *f, char **pem, size_t *len, cf_error *err);

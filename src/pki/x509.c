@@ -1,6 +1,7 @@
 #include "pki/x509.h"
 
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -22,6 +23,10 @@ struct cf_issuer {
     const EVP_MD *md;
     X509_EXTENSION *aki, *crldp, *aia; /* shared by every certificate issued */
     int64_t not_after;
+    /* Initialised once and copied for each signature: OpenSSL 3.0 fetches the digest and
+     * signature implementations on every init, which costs more than copying. NULL when
+     * the key's implementation cannot copy contexts (then X509_sign is used). */
+    EVP_MD_CTX *sign_ctx;
 };
 
 static cf_err set_name(X509_NAME *name, const char *org, const char *cn, cf_error *err)
@@ -159,6 +164,14 @@ cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char 
     iss->key = key;
     iss->md = cf_key_digest(key);
     iss->not_after = cf_x509_not_after(cert);
+    if (iss->md && EVP_PKEY_get0_provider(key) != NULL) { /* not an engine (PKCS#11) key */
+        iss->sign_ctx = EVP_MD_CTX_new();
+        if (!iss->sign_ctx || EVP_DigestSignInit(iss->sign_ctx, NULL, iss->md, NULL, key) != 1) {
+            EVP_MD_CTX_free(iss->sign_ctx);
+            iss->sign_ctx = NULL;
+            ERR_clear_error();
+        }
+    }
 
     char value[2048];
     const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(cert);
@@ -192,6 +205,7 @@ void cf_issuer_free(cf_issuer *iss)
         return;
     X509_free(iss->cert);
     EVP_PKEY_free(iss->key);
+    EVP_MD_CTX_free(iss->sign_ctx);
     X509_EXTENSION_free(iss->aki);
     X509_EXTENSION_free(iss->crldp);
     X509_EXTENSION_free(iss->aia);
@@ -281,6 +295,19 @@ static int copy_spki(X509 *x, const X509_PUBKEY *spki)
            X509_ALGOR_copy(dst_alg, src_alg);
 }
 
+static int issuer_sign(cf_issuer *iss, X509 *x)
+{
+    if (iss->sign_ctx) {
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        int ok = c && EVP_MD_CTX_copy_ex(c, iss->sign_ctx) && X509_sign_ctx(x, c) > 0;
+        EVP_MD_CTX_free(c);
+        if (ok)
+            return 1;
+        ERR_clear_error();
+    }
+    return X509_sign(x, iss->key, iss->md);
+}
+
 /* The device certificate for the subject key given either as pub or as spki. */
 static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki,
                           const cf_device_profile *profile, X509 **out,
@@ -306,7 +333,7 @@ static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot add certificate extensions");
         goto fail;
     }
-    if (X509_sign(x, iss->key, iss->md) <= 0) {
+    if (issuer_sign(iss, x) <= 0) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot sign certificate");
         goto fail;
     }

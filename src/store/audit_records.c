@@ -50,10 +50,31 @@ cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[C
 {
     if (!st->in_txn)
         return cf_error_set(err, CF_ERR_INTERNAL, "audit: append outside a transaction");
-    /* An UPDATE takes the row lock in PostgreSQL (SQLite's write lock is already held):
-     * appenders in every process take turns, and the chain never forks. */
-    return head_read(st, "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash", seq,
-                     hash, err);
+    if (!st->audit.locked) {
+        /* An UPDATE takes the row lock in PostgreSQL (SQLite's write lock is already held):
+         * appenders in every process take turns, and the chain never forks. */
+        cf_err rc = head_read(st, "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+                              &st->audit.seq, st->audit.hash, err);
+        if (rc != CF_OK)
+            return rc;
+        st->audit.locked = 1;
+    }
+    *seq = st->audit.seq;
+    memcpy(hash, st->audit.hash, CF_HASH_LEN);
+    return CF_OK;
+}
+
+cf_err cf_db_audit_flush(cf_store *st, cf_error *err)
+{
+    if (!st->audit.dirty)
+        return CF_OK;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_int64(s, 1, st->audit.seq);
+    st->ops->bind_blob(s, 2, st->audit.hash, CF_HASH_LEN);
+    return cf_db_run(st, s, err);
 }
 
 cf_err cf_store_audit_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],
@@ -82,12 +103,10 @@ cf_err cf_store_audit_insert(cf_store *st, const cf_audit_rec *rec, cf_error *er
     o->bind_blob(s, 8, rec->hash, CF_HASH_LEN);
     if ((rc = cf_db_run(st, s, err)) != CF_OK)
         return rc;
-    if ((rc = cf_db_prepare(st, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", &s,
-                            err)) != CF_OK)
-        return rc;
-    o->bind_int64(s, 1, rec->seq);
-    o->bind_blob(s, 2, rec->hash, CF_HASH_LEN);
-    return cf_db_run(st, s, err);
+    st->audit.seq = rec->seq;
+    memcpy(st->audit.hash, rec->hash, CF_HASH_LEN);
+    st->audit.dirty = 1;
+    return CF_OK;
 }
 
 cf_err cf_store_audit_scan(cf_store *st, const cf_audit_filter *f, cf_audit_cb cb, void *arg,

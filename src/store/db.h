@@ -40,6 +40,13 @@ struct cf_store {
     const struct cf_db_ops *ops;
     cf_store_kind kind;
     int in_txn;
+    /* The audit chain's head as this transaction sees it: locked and read on the first
+     * append, advanced by each append, written back once at commit. */
+    struct {
+        int locked, dirty;
+        int64_t seq;
+        unsigned char hash[CF_HASH_LEN];
+    } audit;
     char desc[256]; /* the URL with any password removed, for messages */
 };
 
@@ -54,6 +61,9 @@ static inline cf_err cf_db_prepare(cf_store *st, const char *sql, cf_stmt **out,
 
 /* Runs a prepared statement that returns no rows (INSERT/UPDATE/DELETE) and ends it. */
 cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
+
+/* Writes the audit head back if this transaction moved it (called by commit). */
+cf_err cf_db_audit_flush(cf_store *st, cf_error *err);
 
 /* Steps s expecting exactly one row (CF_ERR_NOT_FOUND when there is none). The caller
  * reads the columns and calls done. */

@@ -264,6 +264,34 @@ cf_err cf_store_device_get_state(cf_store *st, const char *id, cf_device_state *
     return CF_OK;
 }
 
+cf_err cf_store_device_owner(cf_store *st, const char *id, cf_device_state *state,
+                             int64_t *owner_id, char *owner_name, size_t cap, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "SELECT d.state, COALESCE(d.owner_id, 0), COALESCE(o.name, '')"
+                              " FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"
+                              " WHERE d.id = ?",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_text(s, 1, id);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK) {
+        if (rc == CF_ERR_NOT_FOUND)
+            cf_error_set(err, rc, "device %s not found", id);
+        return rc;
+    }
+    int v = cf_device_state_parse(o->col_text(s, 0));
+    *owner_id = o->col_int64(s, 1);
+    snprintf(owner_name, cap, "%s", o->col_text(s, 2));
+    o->done(s);
+    if (v < 0)
+        return cf_error_set(err, CF_ERR_STORE, "device %s: unknown state in store", id);
+    *state = (cf_device_state)v;
+    return CF_OK;
+}
+
 cf_err cf_store_device_count(cf_store *st, int64_t counts[CF_DEVICE_STATE_COUNT], cf_error *err)
 {
     const struct cf_db_ops *o = st->ops;
@@ -300,8 +328,8 @@ cf_err cf_store_cert_insert(cf_store *st, const cf_cert_rec *rec, cf_error *err)
     cf_stmt *s;
     cf_err rc = cf_db_prepare(st,
                               "INSERT INTO certificates (serial, ca_id, device_id, subject,"
-                              " not_before, not_after, issued_us, der, status, reason, revoked_us)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              " not_before, not_after, issued_us, der, status, reason, revoked_us,"
+                              " owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                               &s, err);
     if (rc != CF_OK)
         return rc;
@@ -321,6 +349,10 @@ cf_err cf_store_cert_insert(cf_store *st, const cf_cert_rec *rec, cf_error *err)
         o->bind_null(s, 10);
         o->bind_null(s, 11);
     }
+    if (rec->owner_id)
+        o->bind_int64(s, 12, rec->owner_id);
+    else
+        o->bind_null(s, 12);
     rc = cf_db_run(st, s, err);
     if (rc == CF_ERR_EXISTS)
         cf_error_set(err, rc, "certificate serial %s already exists", rec->serial);

@@ -105,6 +105,10 @@ cf_err cf_store_device_set_state(cf_store *st, const char *id, cf_device_state s
                                  cf_error *err);
 cf_err cf_store_device_get_state(cf_store *st, const char *id, cf_device_state *state,
                                  cf_error *err);
+/* The state of device id, its owner (0: the vendor) and the owner's name ("" for the
+ * vendor) into owner_name (cap bytes). CF_ERR_NOT_FOUND when there is no such device. */
+cf_err cf_store_device_owner(cf_store *st, const char *id, cf_device_state *state,
+                             int64_t *owner_id, char *owner_name, size_t cap, cf_error *err);
 /* counts[state] = number of devices in each state. */
 cf_err cf_store_device_count(cf_store *st, int64_t counts[CF_DEVICE_STATE_COUNT], cf_error *err);
 
@@ -116,6 +120,7 @@ typedef struct {
     char serial[41];   /* upper-case hex, no leading zeros beyond one byte's worth */
     int64_t ca_id;
     char *device_id;   /* NULL for certificates that name no device */
+    int64_t owner_id;  /* the device's owner when issued; 0: the vendor */
     char *subject;
     int64_t not_before, not_after; /* seconds since the epoch */
     int64_t issued_us;
@@ -152,7 +157,8 @@ void cf_audit_rec_clear(cf_audit_rec *rec);
  * take turns) and returns the last sequence number and hash (0 and zeros when empty). */
 cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],
                                 cf_error *err);
-/* Inside the transaction that locked the head: inserts rec and moves the head to it. */
+/* Inside the transaction that locked the head: inserts rec and moves the head to it (the
+ * head row is written once, at commit). */
 cf_err cf_store_audit_insert(cf_store *st, const cf_audit_rec *rec, cf_error *err);
 /* The head as stored (without locking). */
 cf_err cf_store_audit_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],
@@ -173,5 +179,245 @@ typedef struct {
 typedef int (*cf_audit_cb)(void *arg, const cf_audit_rec *rec);
 cf_err cf_store_audit_scan(cf_store *st, const cf_audit_filter *f, cf_audit_cb cb, void *arg,
                            cf_error *err);
+
+/* ---- manufacturers, manifest imports, onboarded devices (issue 3: onboarding) ---- */
+
+typedef enum { CF_MFR_CERT_ROOT, CF_MFR_CERT_SIGNER } cf_mfr_cert_kind;
+
+const char *cf_mfr_cert_kind_name(cf_mfr_cert_kind kind); /* "root" / "signer" */
+
+typedef struct {
+    int64_t id;
+    char *name;
+    int64_t created_us;
+} cf_manufacturer_rec;
+
+void cf_manufacturer_rec_clear(cf_manufacturer_rec *rec);
+
+/* A certificate a manufacturer is trusted by: a root of birth-certificate chains or a
+ * manifest signer. */
+typedef struct {
+    int64_t id;
+    int64_t manufacturer_id;
+    cf_mfr_cert_kind kind;
+    char *x5t;     /* x5t#S256: base64url SHA-256 of der */
+    char *subject; /* one line, for display */
+    unsigned char *der;
+    size_t der_len;
+    int64_t not_before, not_after, created_us; /* not_* in seconds since the epoch */
+} cf_mfr_cert_rec;
+
+void cf_mfr_cert_rec_clear(cf_mfr_cert_rec *rec);
+
+/* Inserts manufacturer name (root_der: its first root, kept for the foundation schema) and
+ * sets *id. CF_ERR_EXISTS when the name is taken. */
+cf_err cf_store_manufacturer_insert(cf_store *st, const char *name, const unsigned char *root_der,
+                                    size_t root_der_len, int64_t *id, cf_error *err);
+/* CF_ERR_NOT_FOUND (naming it) when there is no manufacturer name. */
+cf_err cf_store_manufacturer_get(cf_store *st, const char *name, cf_manufacturer_rec *out,
+                                 cf_error *err);
+/* All manufacturers by name. *recs is new: clear each, then free(*recs). */
+cf_err cf_store_manufacturer_list(cf_store *st, cf_manufacturer_rec **recs, size_t *n,
+                                  cf_error *err);
+/* Deletes manufacturer id with its certificates and import records. The caller checks
+ * first that no device references it (the foreign key refuses otherwise: CF_ERR_STORE). */
+cf_err cf_store_manufacturer_delete(cf_store *st, int64_t id, cf_error *err);
+/* Number of devices whose manufacturer is id. */
+cf_err cf_store_manufacturer_devices(cf_store *st, int64_t id, int64_t *n, cf_error *err);
+
+/* Inserts rec unless the manufacturer already has a certificate of that x5t (*created 0,
+ * nothing changed); sets rec->id when created. */
+cf_err cf_store_mfr_cert_insert(cf_store *st, cf_mfr_cert_rec *rec, int *created, cf_error *err);
+/* The certificates of manufacturer id, roots first, then by id. *recs as above. */
+cf_err cf_store_mfr_cert_list(cf_store *st, int64_t manufacturer_id, cf_mfr_cert_rec **recs,
+                              size_t *n, cf_error *err);
+
+/* One run of `certfleet onboard` over one manifest. */
+typedef struct {
+    int64_t id;
+    int64_t manufacturer_id;
+    char *sha256; /* hex SHA-256 of the manifest; "" until it has been read whole */
+    char *source; /* the manifest's file name */
+    char *batch;  /* NULL: each entry's groupId */
+    char *actor;
+    int64_t started_us, finished_us; /* finished_us 0 while running or when interrupted */
+    int64_t entries, added, present, rejected, conflicts;
+} cf_import_rec;
+
+void cf_import_rec_clear(cf_import_rec *rec);
+
+/* Inserts rec (its counts as given) and sets rec->id. */
+cf_err cf_store_import_insert(cf_store *st, cf_import_rec *rec, cf_error *err);
+/* Writes rec's sha256, finished_us and counts over the row rec->id. */
+cf_err cf_store_import_update(cf_store *st, const cf_import_rec *rec, cf_error *err);
+/* The imports of manufacturer id (0: all), newest first, at most limit (0: all). */
+cf_err cf_store_import_list(cf_store *st, int64_t manufacturer_id, int64_t limit,
+                            cf_import_rec **recs, size_t *n, cf_error *err);
+
+/* A verified manifest entry on its way into the devices table (all borrowed). */
+typedef struct {
+    const char *id;          /* the secure element's unique id */
+    const char *batch;
+    const char *model;       /* NULL or "" : none */
+    const char *part_number; /* NULL or "" : none */
+    const unsigned char *birth_der; /* NULL when the entry has no certificate */
+    size_t birth_der_len;
+    const char *key_fpr;            /* what identifies the entry's key (see onboard.h) */
+    int64_t provisioned_us;
+    const unsigned char *claim_hash; /* CF_HASH_LEN bytes, or NULL */
+} cf_onboard_device;
+
+typedef enum {
+    CF_ONBOARD_ADDED,     /* inserted, state on_hold, owner NULL (the vendor) */
+    CF_ONBOARD_PRESENT,   /* already there from an earlier import, same key_fpr */
+    CF_ONBOARD_DUPLICATE, /* already there from this very import, same key_fpr */
+    CF_ONBOARD_CONFLICT,  /* the id exists with another key_fpr (or none): left alone */
+} cf_onboard_result;
+
+/* Inside the caller's transaction, inserts each of the n devices unless its id exists
+ * (INSERT ... ON CONFLICT (id) DO NOTHING: never overwritten) and says in result[i] what
+ * became of it. */
+cf_err cf_store_device_onboard(cf_store *st, int64_t manufacturer_id, int64_t import_id,
+                               const cf_onboard_device *devs, size_t n,
+                               cf_onboard_result *result, cf_error *err);
+
+/* ---- owners, tokens, claims, device queries (issue 3: ownership) ---- */
+
+/* An owner is a tenant: a customer who claims devices. The vendor (the organisation that
+ * runs certfleet and holds devices until they are sold) is no row here: owner id 0 in these
+ * structs and functions, NULL in the tables, stands for it. */
+typedef struct {
+    int64_t id;
+    char *name;
+    int64_t created_us;
+    int64_t devices; /* devices it owns (filled by cf_store_owner_list only) */
+} cf_owner_rec;
+
+void cf_owner_rec_clear(cf_owner_rec *rec);
+
+/* Inserts owner name and sets *id. CF_ERR_EXISTS when the name is taken. */
+cf_err cf_store_owner_insert(cf_store *st, const char *name, int64_t created_us, int64_t *id,
+                             cf_error *err);
+/* CF_ERR_NOT_FOUND (naming it) when there is no owner name. */
+cf_err cf_store_owner_get(cf_store *st, const char *name, cf_owner_rec *out, cf_error *err);
+cf_err cf_store_owner_get_id(cf_store *st, int64_t id, cf_owner_rec *out, cf_error *err);
+/* All owners by name, each with its device count. *recs is new: clear each, then free. */
+cf_err cf_store_owner_list(cf_store *st, cf_owner_rec **recs, size_t *n, cf_error *err);
+/* Inside a transaction, locks owner id's row until commit, so that what is decided per
+ * owner (the claim rate limit) is decided by one transaction at a time. PostgreSQL:
+ * SELECT ... FOR UPDATE; SQLite's transactions hold the write lock already. */
+cf_err cf_store_owner_lock(cf_store *st, int64_t id, cf_error *err);
+
+/* What an API token may do. */
+typedef enum { CF_ROLE_ADMIN, CF_ROLE_OPERATOR, CF_ROLE_AUDITOR, CF_ROLE_COUNT } cf_role;
+
+const char *cf_role_name(cf_role role); /* "admin", "operator", "auditor" */
+int cf_role_parse(const char *name);    /* -1 for an unknown name */
+
+/* An API token as stored: only the SHA-256 of the token, never the token. */
+typedef struct {
+    int64_t id;
+    int64_t owner_id; /* 0: a token of the vendor */
+    cf_role role;
+    unsigned char hash[CF_HASH_LEN];
+    char *label;        /* NULL: none */
+    int64_t created_us;
+    int64_t revoked_us; /* 0: not revoked */
+} cf_token_rec;
+
+void cf_token_rec_clear(cf_token_rec *rec);
+
+/* Inserts rec and sets rec->id. CF_ERR_EXISTS when the hash is already there. */
+cf_err cf_store_token_insert(cf_store *st, cf_token_rec *rec, cf_error *err);
+/* The token whose hash is hash, revoked or not; CF_ERR_NOT_FOUND when none. */
+cf_err cf_store_token_find(cf_store *st, const unsigned char hash[CF_HASH_LEN], cf_token_rec *out,
+                           cf_error *err);
+/* The tokens of owner_id (0: the vendor's) by id. *recs as for owners. */
+cf_err cf_store_token_list(cf_store *st, int64_t owner_id, cf_token_rec **recs, size_t *n,
+                           cf_error *err);
+/* Marks token id of owner_id revoked at now_us. CF_ERR_NOT_FOUND when owner_id has no such
+ * token not yet revoked. */
+cf_err cf_store_token_revoke(cf_store *st, int64_t owner_id, int64_t id, int64_t now_us,
+                             cf_error *err);
+
+/* Records one attempt to claim device_id (any text: unknown ids count too) by owner_id. */
+cf_err cf_store_claim_attempt_insert(cf_store *st, const char *device_id, int64_t owner_id,
+                                     int64_t time_us, int ok, cf_error *err);
+/* Failed attempts at or after since_us: on device_id when it is not NULL, else by owner_id. */
+cf_err cf_store_claim_failures(cf_store *st, const char *device_id, int64_t owner_id,
+                               int64_t since_us, int64_t *n, cf_error *err);
+
+/* A device with what ownership needs to know of it. */
+typedef struct {
+    char *id;
+    cf_device_state state;
+    int64_t owner_id;        /* 0: the vendor */
+    char *owner;             /* the owner's name; NULL for the vendor */
+    int64_t manufacturer_id; /* 0: none */
+    char *manufacturer;      /* its name; NULL when none */
+    char *batch, *grp, *model, *part_number; /* NULL when unset */
+    int has_claim_hash;
+    unsigned char claim_hash[CF_HASH_LEN];
+    int blocked;
+    int64_t provisioned_us; /* 0: unknown */
+    int64_t created_us, updated_us;
+} cf_device_rec;
+
+void cf_device_rec_clear(cf_device_rec *rec);
+
+/* Device id. With lock, inside a transaction, its row stays locked until commit (PostgreSQL:
+ * FOR UPDATE; SQLite's transactions hold the write lock already). CF_ERR_NOT_FOUND naming
+ * it. */
+cf_err cf_store_device_get(cf_store *st, const char *id, int lock, cf_device_rec *out,
+                           cf_error *err);
+
+typedef struct {
+    int state;               /* a cf_device_state, or -1: any */
+    int by_owner;            /* 1: only devices of owner_id */
+    int64_t owner_id;        /* with by_owner: 0 is the vendor (owner NULL) */
+    int64_t manufacturer_id; /* 0: any */
+    const char *batch, *grp, *model; /* NULL: any */
+    const char *after;       /* keyset paging: only ids after this one; NULL: from the first */
+    int64_t limit;           /* 0: no limit */
+} cf_device_filter;
+
+/* Calls cb for each matching device in id order; the record is borrowed for the call and the
+ * store must not be used from cb. A non-zero return from cb stops the scan. */
+typedef int (*cf_device_cb)(void *arg, const cf_device_rec *rec);
+cf_err cf_store_device_scan(cf_store *st, const cf_device_filter *f, cf_device_cb cb, void *arg,
+                            cf_error *err);
+/* Number of devices in batch (any state). */
+cf_err cf_store_batch_count(cf_store *st, const char *batch, int64_t *n, cf_error *err);
+
+/* Sets owner (0: the vendor) and state of device id. CF_ERR_NOT_FOUND otherwise. */
+cf_err cf_store_device_set_owner(cf_store *st, const char *id, int64_t owner_id,
+                                 cf_device_state state, cf_error *err);
+/* Sets (grp NULL: clears) the group of device id. CF_ERR_NOT_FOUND otherwise. */
+cf_err cf_store_device_set_group(cf_store *st, const char *id, const char *grp, cf_error *err);
+/* Every device of batch in state on_hold and owned by the vendor becomes claimed by
+ * owner_id. *ids: new array of the claimed ids, in id order (cf_store_strings_free). */
+cf_err cf_store_device_claim_batch(cf_store *st, const char *batch, int64_t owner_id,
+                                   char ***ids, size_t *n, cf_error *err);
+
+void cf_store_strings_free(char **v, size_t n); /* accepts NULL */
+
+/* Revokes (status revoked, reason, revoked_us now_us) every good certificate of device_id:
+ * with all_owners, all of them; else those of one ownership period: whose owner_id is
+ * owner_id (0: the vendor) or NULL. *serials: new array of the revoked serials
+ * (cf_store_strings_free). */
+cf_err cf_store_cert_revoke_device(cf_store *st, const char *device_id, int all_owners,
+                                   int64_t owner_id, int reason, int64_t now_us, char ***serials,
+                                   size_t *n, cf_error *err);
+
+/* A certificate of a device with the ownership it was issued under (der not loaded). */
+typedef struct {
+    cf_cert_rec cert;
+    int64_t owner_id; /* 0: NULL (the vendor, or issued before owners were recorded) */
+} cf_device_cert;
+
+/* The certificates of device_id by issue time. *recs is new: cf_cert_rec_clear each ->cert,
+ * then free(*recs). */
+cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs,
+                             size_t *n, cf_error *err);
 
 #endif

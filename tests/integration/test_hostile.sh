@@ -148,6 +148,21 @@ cmp -s "$junk/certfleet.db" "$T/junk.orig" || fail "certfleet wrote into a file 
 [ ! -e "$junk/keys" ] || fail "init on a non-database left keys behind"
 pass "a store file that is not SQLite: exit 1, 'not a valid certfleet database', untouched"
 
+# Another program's SQLite database: refused, and not one table added to it.
+foreign=$T/foreign
+mkdir -p "$foreign"
+sqlite3 "$foreign/certfleet.db" "CREATE TABLE inventory (sku TEXT); INSERT INTO inventory VALUES ('a');"
+sqlite3 "$foreign/certfleet.db" .dump >"$T/foreign.before"
+for cmd in status init; do
+    # shellcheck disable=SC2086
+    expect_rc 1 cf $cmd --data "$foreign"
+    expect_stderr "not a certfleet database.*nothing was changed"
+done
+sqlite3 "$foreign/certfleet.db" .dump >"$T/foreign.after"
+cmp -s "$T/foreign.before" "$T/foreign.after" || fail "certfleet changed another program's database"
+[ ! -e "$foreign/keys" ] || fail "init on a foreign database left keys behind"
+pass "another program's SQLite database: exit 1, 'not a certfleet database', untouched"
+
 refused 1 'store URL "bogus:xyz"' "--store bogus:xyz" cf status --store bogus:xyz
 refused 1 'store URL "bogus:xyz"' "--store bogus:xyz for issue" \
     cf issue --store bogus:xyz --csr "$T/good.csr" --device d1

@@ -1,0 +1,460 @@
+/* manufacturers.c - manufacturers, their trusted certificates, manifest imports and the
+ * bulk insert of onboarded devices. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "store/db.h"
+
+static const char *const mfr_cert_kinds[] = {"root", "signer"};
+
+const char *cf_mfr_cert_kind_name(cf_mfr_cert_kind kind)
+{
+    return mfr_cert_kinds[kind];
+}
+
+static unsigned char *blob_dup(const unsigned char *b, size_t len)
+{
+    unsigned char *d = malloc(len ? len : 1);
+    if (!d)
+        abort();
+    if (len)
+        memcpy(d, b, len);
+    return d;
+}
+
+/* Finishes a statement that returned its one row (so a cached statement can be reused). */
+static cf_err finish(cf_store *st, cf_stmt *s, cf_error *err)
+{
+    int row;
+    cf_err rc = st->ops->step(s, &row, err);
+    st->ops->done(s);
+    return rc;
+}
+
+/* ---- manufacturers ---- */
+
+void cf_manufacturer_rec_clear(cf_manufacturer_rec *rec)
+{
+    if (!rec)
+        return;
+    free(rec->name);
+    memset(rec, 0, sizeof *rec);
+}
+
+cf_err cf_store_manufacturer_insert(cf_store *st, const char *name, const unsigned char *root_der,
+                                    size_t root_der_len, int64_t *id, cf_error *err)
+{
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "INSERT INTO manufacturers (name, root_der, created_us)"
+                              " VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING id",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_text(s, 1, name);
+    st->ops->bind_blob(s, 2, root_der, root_der_len);
+    st->ops->bind_int64(s, 3, cf_time_now_us());
+    if ((rc = cf_db_one(st, s, err)) != CF_OK) {
+        if (rc == CF_ERR_NOT_FOUND)
+            rc = cf_error_set(err, CF_ERR_EXISTS, "manufacturer %s already exists", name);
+        return rc;
+    }
+    *id = st->ops->col_int64(s, 0);
+    return finish(st, s, err);
+}
+
+cf_err cf_store_manufacturer_get(cf_store *st, const char *name, cf_manufacturer_rec *out,
+                                 cf_error *err)
+{
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers WHERE name = ?",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_text(s, 1, name);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK) {
+        if (rc == CF_ERR_NOT_FOUND)
+            cf_error_set(err, rc, "no manufacturer named %s (see certfleet manufacturer list)",
+                         name);
+        return rc;
+    }
+    memset(out, 0, sizeof *out);
+    out->id = st->ops->col_int64(s, 0);
+    out->name = cf_strdup(st->ops->col_text(s, 1));
+    out->created_us = st->ops->col_int64(s, 2);
+    st->ops->done(s);
+    return CF_OK;
+}
+
+cf_err cf_store_manufacturer_list(cf_store *st, cf_manufacturer_rec **recs, size_t *n,
+                                  cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers ORDER BY name",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    cf_manufacturer_rec *list = NULL;
+    size_t count = 0;
+    int row;
+    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
+        cf_manufacturer_rec *nl = realloc(list, (count + 1) * sizeof *list);
+        if (!nl) {
+            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+            break;
+        }
+        list = nl;
+        list[count].id = o->col_int64(s, 0);
+        list[count].name = cf_strdup(o->col_text(s, 1));
+        list[count].created_us = o->col_int64(s, 2);
+        count++;
+    }
+    o->done(s);
+    if (rc != CF_OK) {
+        for (size_t i = 0; i < count; i++)
+            cf_manufacturer_rec_clear(&list[i]);
+        free(list);
+        return rc;
+    }
+    *recs = list;
+    *n = count;
+    return CF_OK;
+}
+
+static cf_err delete_by(cf_store *st, const char *sql, int64_t id, cf_error *err)
+{
+    cf_stmt *s;
+    cf_err rc = st->ops->prepare(st, sql, 0, &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_int64(s, 1, id);
+    return cf_db_run(st, s, err);
+}
+
+cf_err cf_store_manufacturer_delete(cf_store *st, int64_t id, cf_error *err)
+{
+    cf_err rc = delete_by(st, "DELETE FROM imports WHERE manufacturer_id = ?", id, err);
+    if (rc == CF_OK)
+        rc = delete_by(st, "DELETE FROM manufacturer_certs WHERE manufacturer_id = ?", id, err);
+    if (rc == CF_OK)
+        rc = delete_by(st, "DELETE FROM manufacturers WHERE id = ?", id, err);
+    return rc;
+}
+
+cf_err cf_store_manufacturer_devices(cf_store *st, int64_t id, int64_t *n, cf_error *err)
+{
+    cf_stmt *s;
+    cf_err rc =
+        cf_db_prepare(st, "SELECT COUNT(*) FROM devices WHERE manufacturer_id = ?", &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_int64(s, 1, id);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK)
+        return rc;
+    *n = st->ops->col_int64(s, 0);
+    st->ops->done(s);
+    return CF_OK;
+}
+
+/* ---- manufacturer certificates ---- */
+
+void cf_mfr_cert_rec_clear(cf_mfr_cert_rec *rec)
+{
+    if (!rec)
+        return;
+    free(rec->x5t);
+    free(rec->subject);
+    free(rec->der);
+    memset(rec, 0, sizeof *rec);
+}
+
+cf_err cf_store_mfr_cert_insert(cf_store *st, cf_mfr_cert_rec *rec, int *created, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "INSERT INTO manufacturer_certs (manufacturer_id, kind, x5t, subject,"
+                              " der, not_before, not_after, created_us)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                              " ON CONFLICT (manufacturer_id, x5t) DO NOTHING RETURNING id",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_int64(s, 1, rec->manufacturer_id);
+    o->bind_text(s, 2, cf_mfr_cert_kind_name(rec->kind));
+    o->bind_text(s, 3, rec->x5t);
+    o->bind_text(s, 4, rec->subject);
+    o->bind_blob(s, 5, rec->der, rec->der_len);
+    o->bind_int64(s, 6, rec->not_before);
+    o->bind_int64(s, 7, rec->not_after);
+    o->bind_int64(s, 8, rec->created_us ? rec->created_us : cf_time_now_us());
+    int row = 0;
+    rc = o->step(s, &row, err);
+    *created = rc == CF_OK && row;
+    if (*created) {
+        rec->id = o->col_int64(s, 0);
+        rc = o->step(s, &row, err);
+    }
+    o->done(s);
+    return rc;
+}
+
+cf_err cf_store_mfr_cert_list(cf_store *st, int64_t manufacturer_id, cf_mfr_cert_rec **recs,
+                              size_t *n, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "SELECT id, kind, x5t, subject, der, not_before, not_after,"
+                              " created_us FROM manufacturer_certs WHERE manufacturer_id = ?"
+                              " ORDER BY CASE WHEN kind = 'root' THEN 0 ELSE 1 END, id",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_int64(s, 1, manufacturer_id);
+    cf_mfr_cert_rec *list = NULL;
+    size_t count = 0;
+    int row;
+    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
+        cf_mfr_cert_rec *nl = realloc(list, (count + 1) * sizeof *list);
+        if (!nl) {
+            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+            break;
+        }
+        list = nl;
+        cf_mfr_cert_rec *r = &list[count++];
+        memset(r, 0, sizeof *r);
+        r->id = o->col_int64(s, 0);
+        r->manufacturer_id = manufacturer_id;
+        r->kind = strcmp(o->col_text(s, 1), "root") == 0 ? CF_MFR_CERT_ROOT : CF_MFR_CERT_SIGNER;
+        r->x5t = cf_strdup(o->col_text(s, 2));
+        r->subject = cf_strdup(o->col_text(s, 3));
+        size_t len;
+        const unsigned char *der = o->col_blob(s, 4, &len);
+        r->der = blob_dup(der, len);
+        r->der_len = len;
+        r->not_before = o->col_int64(s, 5);
+        r->not_after = o->col_int64(s, 6);
+        r->created_us = o->col_int64(s, 7);
+    }
+    o->done(s);
+    if (rc != CF_OK) {
+        for (size_t i = 0; i < count; i++)
+            cf_mfr_cert_rec_clear(&list[i]);
+        free(list);
+        return rc;
+    }
+    *recs = list;
+    *n = count;
+    return CF_OK;
+}
+
+/* ---- imports ---- */
+
+void cf_import_rec_clear(cf_import_rec *rec)
+{
+    if (!rec)
+        return;
+    free(rec->sha256);
+    free(rec->source);
+    free(rec->batch);
+    free(rec->actor);
+    memset(rec, 0, sizeof *rec);
+}
+
+cf_err cf_store_import_insert(cf_store *st, cf_import_rec *rec, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "INSERT INTO imports (manufacturer_id, sha256, source, batch, actor,"
+                              " started_us, finished_us, entries, added, present, rejected,"
+                              " conflicts) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)"
+                              " RETURNING id",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_int64(s, 1, rec->manufacturer_id);
+    o->bind_text(s, 2, rec->sha256 ? rec->sha256 : "");
+    o->bind_text(s, 3, rec->source);
+    if (rec->batch)
+        o->bind_text(s, 4, rec->batch);
+    else
+        o->bind_null(s, 4);
+    o->bind_text(s, 5, rec->actor);
+    o->bind_int64(s, 6, rec->started_us);
+    o->bind_int64(s, 7, rec->entries);
+    o->bind_int64(s, 8, rec->added);
+    o->bind_int64(s, 9, rec->present);
+    o->bind_int64(s, 10, rec->rejected);
+    o->bind_int64(s, 11, rec->conflicts);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK)
+        return rc;
+    rec->id = o->col_int64(s, 0);
+    return finish(st, s, err);
+}
+
+cf_err cf_store_import_update(cf_store *st, const cf_import_rec *rec, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "UPDATE imports SET sha256 = ?, finished_us = ?, entries = ?,"
+                              " added = ?, present = ?, rejected = ?, conflicts = ? WHERE id = ?",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_text(s, 1, rec->sha256 ? rec->sha256 : "");
+    if (rec->finished_us)
+        o->bind_int64(s, 2, rec->finished_us);
+    else
+        o->bind_null(s, 2);
+    o->bind_int64(s, 3, rec->entries);
+    o->bind_int64(s, 4, rec->added);
+    o->bind_int64(s, 5, rec->present);
+    o->bind_int64(s, 6, rec->rejected);
+    o->bind_int64(s, 7, rec->conflicts);
+    o->bind_int64(s, 8, rec->id);
+    return cf_db_run(st, s, err);
+}
+
+cf_err cf_store_import_list(cf_store *st, int64_t manufacturer_id, int64_t limit,
+                            cf_import_rec **recs, size_t *n, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "SELECT id, manufacturer_id, sha256, source, batch, actor,"
+                              " started_us, finished_us, entries, added, present, rejected,"
+                              " conflicts FROM imports WHERE (? = 0 OR manufacturer_id = ?)"
+                              " ORDER BY id DESC LIMIT ?",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_int64(s, 1, manufacturer_id);
+    o->bind_int64(s, 2, manufacturer_id);
+    o->bind_int64(s, 3, limit > 0 ? limit : INT64_MAX);
+    cf_import_rec *list = NULL;
+    size_t count = 0;
+    int row;
+    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
+        cf_import_rec *nl = realloc(list, (count + 1) * sizeof *list);
+        if (!nl) {
+            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+            break;
+        }
+        list = nl;
+        cf_import_rec *r = &list[count++];
+        r->id = o->col_int64(s, 0);
+        r->manufacturer_id = o->col_int64(s, 1);
+        r->sha256 = cf_strdup(o->col_text(s, 2));
+        r->source = cf_strdup(o->col_text(s, 3));
+        r->batch = o->col_null(s, 4) ? NULL : cf_strdup(o->col_text(s, 4));
+        r->actor = cf_strdup(o->col_text(s, 5));
+        r->started_us = o->col_int64(s, 6);
+        r->finished_us = o->col_null(s, 7) ? 0 : o->col_int64(s, 7);
+        r->entries = o->col_int64(s, 8);
+        r->added = o->col_int64(s, 9);
+        r->present = o->col_int64(s, 10);
+        r->rejected = o->col_int64(s, 11);
+        r->conflicts = o->col_int64(s, 12);
+    }
+    o->done(s);
+    if (rc != CF_OK) {
+        for (size_t i = 0; i < count; i++)
+            cf_import_rec_clear(&list[i]);
+        free(list);
+        return rc;
+    }
+    *recs = list;
+    *n = count;
+    return CF_OK;
+}
+
+/* ---- onboarded devices ---- */
+
+static void bind_opt_text(cf_store *st, cf_stmt *s, int idx, const char *v)
+{
+    if (v && *v)
+        st->ops->bind_text(s, idx, v);
+    else
+        st->ops->bind_null(s, idx);
+}
+
+/* What an existing device row says about d: present, duplicate or conflict. */
+static cf_err classify_existing(cf_store *st, int64_t import_id, const cf_onboard_device *d,
+                                cf_onboard_result *res, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st, "SELECT key_fpr, import_id FROM devices WHERE id = ?", &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_text(s, 1, d->id);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK)
+        return rc;
+    int same = !o->col_null(s, 0) && strcmp(o->col_text(s, 0), d->key_fpr) == 0;
+    int64_t imp = o->col_null(s, 1) ? 0 : o->col_int64(s, 1);
+    o->done(s);
+    if (!same)
+        *res = CF_ONBOARD_CONFLICT;
+    else
+        *res = imp == import_id ? CF_ONBOARD_DUPLICATE : CF_ONBOARD_PRESENT;
+    return CF_OK;
+}
+
+cf_err cf_store_device_onboard(cf_store *st, int64_t manufacturer_id, int64_t import_id,
+                               const cf_onboard_device *devs, size_t n,
+                               cf_onboard_result *result, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    int64_t now = cf_time_now_us();
+    cf_err rc = CF_OK;
+    for (size_t i = 0; i < n && rc == CF_OK; i++) {
+        const cf_onboard_device *d = &devs[i];
+        cf_stmt *s;
+        rc = cf_db_prepare(st,
+                           "INSERT INTO devices (id, state, owner_id, manufacturer_id, batch,"
+                           " model, part_number, birth_der, key_fpr, import_id, provisioned_us,"
+                           " claim_hash, created_us, updated_us)"
+                           " VALUES (?, 'on_hold', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                           " ON CONFLICT (id) DO NOTHING RETURNING id",
+                           &s, err);
+        if (rc != CF_OK)
+            break;
+        o->bind_text(s, 1, d->id);
+        o->bind_int64(s, 2, manufacturer_id);
+        bind_opt_text(st, s, 3, d->batch);
+        bind_opt_text(st, s, 4, d->model);
+        bind_opt_text(st, s, 5, d->part_number);
+        if (d->birth_der)
+            o->bind_blob(s, 6, d->birth_der, d->birth_der_len);
+        else
+            o->bind_null(s, 6);
+        o->bind_text(s, 7, d->key_fpr);
+        o->bind_int64(s, 8, import_id);
+        o->bind_int64(s, 9, d->provisioned_us);
+        if (d->claim_hash)
+            o->bind_blob(s, 10, d->claim_hash, CF_HASH_LEN);
+        else
+            o->bind_null(s, 10);
+        o->bind_int64(s, 11, now);
+        o->bind_int64(s, 12, now);
+        int row = 0;
+        rc = o->step(s, &row, err);
+        int inserted = rc == CF_OK && row;
+        if (inserted)
+            rc = o->step(s, &row, err);
+        o->done(s);
+        if (rc != CF_OK)
+            break;
+        if (inserted)
+            result[i] = CF_ONBOARD_ADDED;
+        else
+            rc = classify_existing(st, import_id, d, &result[i], err);
+    }
+    return rc;
+}

@@ -1,0 +1,138 @@
+/* Unit tests of src/fleet: issuance one by one and in a group commit, on both backends. */
+#include "testutil.h"
+
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit/audit.h"
+#include "fleet/fleet.h"
+
+static cf_fleet *fresh_fleet(int backend)
+{
+    static int n;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/fleet-%d-%d", tu_tmpdir(), (int)getpid(), ++n);
+    const char *url = backend == TU_SQLITE ? NULL : tu_fresh_store_url(backend);
+    if (backend != TU_SQLITE && !url)
+        fail_msg("no PostgreSQL store (is CF_TEST_PG_URL set?)");
+    cf_fleet *f = NULL;
+    cf_error err;
+    if (cf_fleet_open(dir, url, &f, &err) != CF_OK)
+        fail_msg("open: %s", err.msg);
+    cf_init_opts o = {.org = "Unit Org", .key_type = CF_KEY_P256, .actor = "unit"};
+    if (cf_fleet_init(f, &o, &err) != CF_OK)
+        fail_msg("init: %s", err.msg);
+    return f;
+}
+
+static void assert_chain_intact(cf_fleet *f, int64_t records)
+{
+    cf_audit_verify_result res;
+    cf_error err;
+    if (cf_audit_verify(cf_fleet_store(f), &res, &err) != CF_OK)
+        fail_msg("audit verify: %s", err.msg);
+    assert_int_equal(res.records, records);
+}
+
+static void test_batch_issues_good_requests_and_fails_bad_ones_alone(void **state)
+{
+    size_t len = 0;
+    char *csr = tu_make_csr("ec:P-256", &len);
+    char *weak = tu_make_csr("rsa:1024", &len);
+    assert_non_null(csr);
+    assert_non_null(weak);
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        cf_fleet *f = fresh_fleet(b);
+        cf_issue_req reqs[5];
+        cf_issue_result res[5];
+        const char *ids[5] = {"d-1", "d-2", "d 3", "d-4", "d-5"};
+        for (int i = 0; i < 5; i++) {
+            const char *c = i == 3 ? weak : csr;
+            reqs[i] = (cf_issue_req){.csr = (const unsigned char *)c, .csr_len = strlen(c),
+                                     .device_id = ids[i], .actor = "unit"};
+        }
+        cf_error err;
+        assert_int_equal(cf_fleet_issue_batch(f, reqs, 5, res, &err), CF_OK);
+        for (int i = 0; i < 5; i++) {
+            if (i == 2) {
+                assert_int_equal(res[i].rc, CF_ERR_INVALID); /* the id has a space */
+                assert_non_null(strstr(res[i].err.msg, "device id"));
+            } else if (i == 3) {
+                assert_int_equal(res[i].rc, CF_ERR_POLICY);
+                assert_non_null(strstr(res[i].err.msg, "1024"));
+            } else {
+                assert_int_equal(res[i].rc, CF_OK);
+                assert_non_null(res[i].cert);
+            }
+            X509_free(res[i].cert);
+        }
+        cf_fleet_status st;
+        assert_int_equal(cf_fleet_get_status(f, &st, &err), CF_OK);
+        assert_int_equal(st.certs_total, 3);
+        assert_int_equal(st.devices[CF_DEVICE_ACTIVE], 3);
+        assert_chain_intact(f, 1 + 3);
+        cf_fleet_close(f);
+    }
+    free(csr);
+    free(weak);
+}
+
+static void test_single_issue_after_batch_continues_the_chain(void **state)
+{
+    size_t len = 0;
+    char *csr = tu_make_csr("ec:P-384", &len);
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        cf_fleet *f = fresh_fleet(b);
+        cf_issue_req reqs[3];
+        cf_issue_result res[3];
+        char ids[3][16];
+        for (int i = 0; i < 3; i++) {
+            snprintf(ids[i], sizeof ids[i], "b-%d", i);
+            reqs[i] = (cf_issue_req){.csr = (const unsigned char *)csr, .csr_len = len,
+                                     .device_id = ids[i], .actor = "unit"};
+        }
+        cf_error err;
+        assert_int_equal(cf_fleet_issue_batch(f, reqs, 3, res, &err), CF_OK);
+        for (int i = 0; i < 3; i++)
+            X509_free(res[i].cert);
+        X509 *x = NULL;
+        reqs[0].device_id = "b-0"; /* the same device again: a second certificate */
+        if (cf_fleet_issue(f, &reqs[0], &x, &err) != CF_OK)
+            fail_msg("issue: %s", err.msg);
+        X509_free(x);
+        assert_chain_intact(f, 1 + 4);
+        cf_fleet_close(f);
+    }
+    free(csr);
+}
+
+static void test_validity_beyond_the_issuing_ca_is_refused(void **state)
+{
+    size_t len = 0;
+    char *csr = tu_make_csr("ec:P-256", &len);
+    cf_fleet *f = fresh_fleet(TU_SQLITE);
+    cf_issue_req req = {.csr = (const unsigned char *)csr, .csr_len = len, .device_id = "long",
+                        .days = 36500, .actor = "unit"};
+    X509 *x = NULL;
+    cf_error err;
+    assert_int_equal(cf_fleet_issue(f, &req, &x, &err), CF_ERR_POLICY);
+    assert_non_null(strstr(err.msg, "outlives the issuing CA"));
+    cf_fleet_status st;
+    assert_int_equal(cf_fleet_get_status(f, &st, &err), CF_OK);
+    assert_int_equal(st.certs_total, 0);
+    cf_fleet_close(f);
+    free(csr);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_issues_good_requests_and_fails_bad_ones_alone),
+        cmocka_unit_test(test_single_issue_after_batch_continues_the_chain),
+        cmocka_unit_test(test_validity_beyond_the_issuing_ca_is_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
