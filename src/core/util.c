@@ -44,7 +44,7 @@ char *cf_hex_encode(const unsigned char *data, size_t len, int upper, char *out)
     return out;
 }
 
-static int hexval(char c)
+int cf_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -60,7 +60,7 @@ int cf_hex_decode(const char *hex, unsigned char *out, size_t outlen)
     if (strlen(hex) != 2 * outlen)
         return -1;
     for (size_t i = 0; i < outlen; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = cf_hex_digit(hex[2 * i]), lo = cf_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (unsigned char)(hi << 4 | lo);

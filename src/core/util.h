@@ -19,6 +19,9 @@ char *cf_time_format(int64_t us, char *buf);
  * hold 2 * len + 1 bytes. Returns out. */
 char *cf_hex_encode(const unsigned char *data, size_t len, int upper, char *out);
 
+/* The value of hex digit c (either case), or -1. */
+int cf_hex_digit(char c);
+
 /* Decodes exactly 2 * outlen hex digits from hex into out. Returns 0, or -1 when hex is not
  * that many hex digits. */
 int cf_hex_decode(const char *hex, unsigned char *out, size_t outlen);

@@ -657,10 +657,14 @@ cf_err cf_fleet_device_transfer(cf_fleet *f, const cf_principal *p, const char *
                                           &serials, &n, err)) != CF_OK ||
         (rc = cf_store_device_set_owner(st, device_id, o.id, CF_DEVICE_CLAIMED, err)) != CF_OK)
         goto fail;
-    json_t *det = json_pack("{s:s, s:o, s:s, s:I, s:o, s:s}", "owner", o.name, "previous",
+    /* Groups are the previous owner's segments of its fleet: they do not go with the sale. */
+    if (d.grp && (rc = cf_store_device_set_group(st, device_id, NULL, err)) != CF_OK)
+        goto fail;
+    json_t *det = json_pack("{s:s, s:o, s:s, s:I, s:o, s:o, s:s}", "owner", o.name, "previous",
                             d.owner ? json_string(d.owner) : json_null(), "previous_state",
                             cf_device_state_name(d.state), "revoked", (json_int_t)n, "serials",
-                            strings_json(serials, n), "by", p->actor);
+                            strings_json(serials, n), "previous_group",
+                            d.grp ? json_string(d.grp) : json_null(), "by", p->actor);
     if ((rc = audit_commit(f, p, "device.transfer", device_id, det, err)) == CF_OK && revoked)
         *revoked = (int64_t)n;
     goto out;
@@ -906,9 +910,13 @@ static int history_one(void *arg, const cf_audit_rec *r)
         int mine = owner && strcmp(owner, hs->me) == 0;
         if (mine && (strcmp(r->action, "device.claim") == 0 ||
                      strcmp(r->action, "device.transfer") == 0)) {
-            /* The caller's ownership starts here: what came before is someone else's. */
+            /* The caller's ownership starts here: what came before, and what this record
+             * says of it (the previous owner, group, certificates), is someone else's. */
             json_array_clear(hs->records);
             hs->since_us = r->time_us;
+            json_t *own = json_pack("{s:s}", "owner", owner);
+            json_decref(details);
+            details = own;
         } else if (strcmp(r->action, "device.claim_failed") == 0 && !mine) {
             json_decref(details);
             return 0;

@@ -132,7 +132,8 @@ cf_err cf_fleet_device_claim_batch(cf_fleet *f, const cf_principal *p, const cha
 
 /* Hands a device from its owner to owner (resale): every good certificate of the previous
  * ownership is revoked (affiliationChanged), the device goes to state claimed (it must
- * enroll again), audited device.transfer {owner, previous, revoked, serials}. A scoped
+ * enroll again) and leaves its group (the previous owner's), audited device.transfer
+ * {owner, previous, previous_state, previous_group, revoked, serials, by}. A scoped
  * caller (admin) may transfer only its own devices. CF_ERR_POLICY for a device on hold
  * (claim it), decommissioned, or already owner's. *revoked (may be NULL): how many
  * certificates were revoked. */

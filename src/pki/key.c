@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/fs.h"
+#include "core/util.h"
 
 static const char *const type_names[] = {"p256", "p384", "rsa3072", "ed25519"};
 
@@ -92,17 +93,6 @@ typedef struct {
     char pin[256];                   /* pin-value, decoded; "" when absent */
 } p11_uri;
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes value[0..len) into out; 0 when malformed or too long. */
 static int pct_decode(const char *value, size_t len, char *out, size_t cap)
 {
@@ -110,8 +100,8 @@ static int pct_decode(const char *value, size_t len, char *out, size_t cap)
     for (size_t i = 0; i < len; i++) {
         char c = value[i];
         if (c == '%') {
-            int hi = i + 2 < len ? hex_digit(value[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_digit(value[i + 2]) : -1;
+            int hi = i + 2 < len ? cf_hex_digit(value[i + 1]) : -1;
+            int lo = i + 2 < len ? cf_hex_digit(value[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return 0;
             c = (char)(hi << 4 | lo);
@@ -413,7 +403,14 @@ cf_err cf_key_check_policy(EVP_PKEY *key, char *desc, size_t desc_len, cf_error 
     if (id == EVP_PKEY_EC) {
         char group[64] = "";
         size_t glen = 0;
-        if (!EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+        int explicit = 0;
+        /* OpenSSL 3.0 names the curve of explicit parameters that match a named one; such
+         * keys stay refused (RFC 5480 2.1.1: namedCurve only), as every verifier would. */
+        if (!EVP_PKEY_get_int_param(key, OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS,
+                                    &explicit))
+            explicit = 0;
+        if (explicit ||
+            !EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
                                             &glen))
             return cf_error_set(err, CF_ERR_POLICY,
                                 "EC key has explicit or unknown curve parameters"

@@ -28,6 +28,7 @@
 
 #include "core/fs.h"
 #include "core/util.h"
+#include "pki/jose.h"
 #include "pki/key.h"
 #include "pki/x509.h"
 
@@ -45,32 +46,6 @@
 #define PAYLOAD_MAX 8192
 
 /* ---- small encoders ---- */
-
-static const char b64url_digits[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Base64url without padding (RFC 7515 §2) of len bytes into out, which holds
- * 4 * ((len + 2) / 3) + 1 bytes. Returns the length written (NUL excluded). */
-static size_t b64url_encode(const unsigned char *in, size_t len, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 2 < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url_digits[v >> 18];
-        out[o++] = b64url_digits[(v >> 12) & 63];
-        out[o++] = b64url_digits[(v >> 6) & 63];
-        out[o++] = b64url_digits[v & 63];
-    }
-    if (i < len) {
-        unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0);
-        out[o++] = b64url_digits[v >> 18];
-        out[o++] = b64url_digits[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = b64url_digits[(v >> 6) & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
 
 #define B64_LEN(n) (4 * (((n) + 2) / 3) + 1)
 
@@ -547,7 +522,7 @@ static cf_err jws_sign(worker *w, size_t payload_b64_len, char sig_b64[B64_LEN(6
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "signature does not fit P-256");
         goto out;
     }
-    b64url_encode(raw, sizeof raw, sig_b64);
+    cf_b64url_encode(raw, sizeof raw, sig_b64);
 out:
     ECDSA_SIG_free(sig);
     return rc;
@@ -679,8 +654,8 @@ static cf_err make_device(worker *w, uint64_t index, const unsigned char *rnd, c
                      "%s,\"provisioningTimestamp\":\"%s\",\"uniqueId\":\"%s\"}", r->prefix, ts,
                      uid_hex);
     } else {
-        b64url_encode(pub + 1, 32, x);
-        b64url_encode(pub + 33, 32, y);
+        cf_b64url_encode(pub + 1, 32, x);
+        cf_b64url_encode(pub + 33, 32, y);
         EVP_EncodeBlock((unsigned char *)der_b64, der, (int)derlen);
         n = snprintf(w->payload, sizeof w->payload,
                      "%s,\"provisioningTimestamp\":\"%s\",\"uniqueId\":\"%s\",\"publicKeySet\":"
@@ -692,7 +667,7 @@ static cf_err make_device(worker *w, uint64_t index, const unsigned char *rnd, c
         rc = cf_error_set(err, CF_ERR_INTERNAL, "payload of device %s is too large", uid_hex);
         goto out;
     }
-    size_t plen = b64url_encode((unsigned char *)w->payload, (size_t)n, w->payload_b64);
+    size_t plen = strlen(cf_b64url_encode((unsigned char *)w->payload, (size_t)n, w->payload_b64));
     if ((rc = jws_sign(w, plen, sig_b64, err)) != CF_OK)
         goto out;
 
@@ -835,14 +810,14 @@ static cf_err make_protected(X509 *signer, char *out, size_t outlen, cf_error *e
         return cf_error_openssl(err, CF_ERR_CRYPTO, "cannot name the manifest signer");
     }
     OPENSSL_free(der);
-    b64url_encode(ASN1_STRING_get0_data(ski), (size_t)ASN1_STRING_length(ski), kid);
-    b64url_encode(h, sizeof h, x5t);
+    cf_b64url_encode(ASN1_STRING_get0_data(ski), (size_t)ASN1_STRING_length(ski), kid);
+    cf_b64url_encode(h, sizeof h, x5t);
     int n = snprintf(json, sizeof json,
                      "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"JWT\",\"x5t#S256\":\"%s\"}", kid,
                      x5t);
     if (n < 0 || (size_t)n >= sizeof json || B64_LEN((size_t)n) > outlen)
         return cf_error_set(err, CF_ERR_INTERNAL, "protected header too large");
-    b64url_encode((unsigned char *)json, (size_t)n, out);
+    cf_b64url_encode((unsigned char *)json, (size_t)n, out);
     return CF_OK;
 }
 

@@ -89,6 +89,10 @@ refused 1 "RSA 1024 bits.*too weak" "CSR with a 1024-bit RSA key" cf issue --csr
 
 new_csr k1 ec -pkeyopt ec_paramgen_curve:secp256k1
 refused 1 "curve secp256k1 is not allowed" "CSR on secp256k1" cf issue --csr "$T/k1.csr" --device d1
+openssl ecparam -name prime256v1 -param_enc explicit -genkey -noout -out "$T/explicit.key"
+openssl req -new -key "$T/explicit.key" -subj /CN=x -out "$T/explicit.csr" 2>/dev/null
+refused 1 "explicit or unknown curve parameters" "CSR with explicit P-256 parameters" \
+    cf issue --csr "$T/explicit.csr" --device d1
 
 : >"$T/empty.csr"
 refused 1 "CSR is empty" "empty CSR file" cf issue --csr "$T/empty.csr" --device d1
