@@ -67,8 +67,7 @@ static int run_manufacturer_add(cli *c)
            json_is_true(json_object_get(details, "created")) ? "added" : "updated");
     for (size_t i = 0; i < json_array_size(added); i++) {
         json_t *a = json_array_get(added, i);
-        printf("  %-6s %s\n         x5t#S256 %s\n",
-               json_string_value(json_object_get(a, "kind")),
+        printf("  %-6s %s\n         x5t#S256 %s\n", json_string_value(json_object_get(a, "kind")),
                json_string_value(json_object_get(a, "subject")),
                json_string_value(json_object_get(a, "x5t")));
     }
@@ -87,8 +86,8 @@ static int count_kind(json_t *m, const char *kind)
     json_t *certs = json_object_get(m, "certificates");
     int n = 0;
     for (size_t i = 0; i < json_array_size(certs); i++)
-        n += strcmp(json_string_value(json_object_get(json_array_get(certs, i), "kind")), kind) ==
-             0;
+        n +=
+            strcmp(json_string_value(json_object_get(json_array_get(certs, i), "kind")), kind) == 0;
     return n;
 }
 
@@ -105,9 +104,8 @@ static int run_manufacturer_list(cli *c)
     for (size_t i = 0; i < json_array_size(all); i++) {
         json_t *m = json_array_get(all, i);
         printf("%-24s %10lld %6d %8d %s\n", json_string_value(json_object_get(m, "name")),
-               (long long)json_integer_value(json_object_get(m, "devices")),
-               count_kind(m, "root"), count_kind(m, "signer"),
-               json_string_value(json_object_get(m, "created")));
+               (long long)json_integer_value(json_object_get(m, "devices")), count_kind(m, "root"),
+               count_kind(m, "signer"), json_string_value(json_object_get(m, "created")));
     }
     json_decref(all);
     return 0;
@@ -135,9 +133,9 @@ static int run_manufacturer_show(cli *c)
     printf("certificates:\n");
     for (size_t i = 0; i < json_array_size(certs); i++) {
         json_t *x = json_array_get(certs, i);
-        printf("  %-6s %s\n         x5t#S256 %s\n         valid %s .. %s\n",
-               str_or(x, "kind", ""), str_or(x, "subject", ""), str_or(x, "x5t", ""),
-               str_or(x, "not_before", "?"), str_or(x, "not_after", "?"));
+        printf("  %-6s %s\n         x5t#S256 %s\n         valid %s .. %s\n", str_or(x, "kind", ""),
+               str_or(x, "subject", ""), str_or(x, "x5t", ""), str_or(x, "not_before", "?"),
+               str_or(x, "not_after", "?"));
     }
     json_t *imps = json_object_get(m, "imports");
     if (json_array_size(imps))
@@ -147,7 +145,8 @@ static int run_manufacturer_show(cli *c)
         printf("  #%lld %s %s: %lld entries, %lld added, %lld present, %lld rejected,"
                " %lld conflicts%s\n",
                (long long)json_integer_value(json_object_get(x, "id")), str_or(x, "started", "?"),
-               str_or(x, "source", ""), (long long)json_integer_value(json_object_get(x, "entries")),
+               str_or(x, "source", ""),
+               (long long)json_integer_value(json_object_get(x, "entries")),
                (long long)json_integer_value(json_object_get(x, "added")),
                (long long)json_integer_value(json_object_get(x, "present")),
                (long long)json_integer_value(json_object_get(x, "rejected")),
@@ -180,13 +179,12 @@ static const cli_opt_spec add_opts[] = {
 
 const cli_cmd cli_cmds_manufacturer[] = {
     {"manufacturer add", NULL, 0,
-     "register a chip maker's roots and manifest signers (or add certificates to one)",
-     add_opts, run_manufacturer_add, 1, 1},
+     "register a chip maker's roots and manifest signers (or add certificates to one)", add_opts,
+     run_manufacturer_add, 1, 1},
     {"manufacturer list", NULL, 0, "list the manufacturers", NULL, run_manufacturer_list, 1, 1},
     {"manufacturer show", "NAME", 1, "a manufacturer's certificates and imports", NULL,
      run_manufacturer_show, 1, 1},
-    {"manufacturer remove", "NAME", 1,
-     "remove a manufacturer (refused while devices reference it)", NULL,
-     run_manufacturer_remove, 1, 1},
+    {"manufacturer remove", "NAME", 1, "remove a manufacturer (refused while devices reference it)",
+     NULL, run_manufacturer_remove, 1, 1},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
 };

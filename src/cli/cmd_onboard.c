@@ -1,4 +1,5 @@
 /* cmd_onboard.c - onboard: import a manufacturer's signed manifest. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,9 @@ typedef struct {
     int tty;
     int shown_line; /* a progress line is on the terminal */
     double last_plain;
-    json_t *problems; /* every problem, for --report */
+    FILE *report; /* --report, written as problems come (a file of 1M rejections
+                     must not be held in memory) */
+    char report_tmp[4200];
     size_t nproblems;
 } onboard_ui;
 
@@ -53,14 +56,14 @@ static void show_progress(void *arg, const cf_onboard_stats *s)
             bar[i] = i < fill ? '#' : '.';
         bar[30] = '\0';
         fprintf(stderr, "\r[%s] %5.1f%% %llu entries, %llu committed, %.0f/s, ETA %s   ", bar,
-                100 * frac, (unsigned long long)s->entries, (unsigned long long)s->committed,
-                rate, etas);
+                100 * frac, (unsigned long long)s->entries, (unsigned long long)s->committed, rate,
+                etas);
         ui->shown_line = 1;
     } else if (s->seconds - ui->last_plain >= 5) {
         ui->last_plain = s->seconds;
         fprintf(stderr, "onboard: %llu entries (%.1f%%), %llu committed, %.0f/s, ETA %s\n",
-                (unsigned long long)s->entries, 100 * frac, (unsigned long long)s->committed,
-                rate, etas);
+                (unsigned long long)s->entries, 100 * frac, (unsigned long long)s->committed, rate,
+                etas);
     }
 }
 
@@ -80,11 +83,16 @@ static void on_problem(void *arg, const cf_onboard_problem *p)
         fprintf(stderr, "certfleet: onboard: entry %zu (uid %s): %s: %s\n", p->index, p->uid,
                 cf_onboard_problem_name(p->kind), p->reason);
     }
+    if (ui->report) {
+        json_t *o = json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)p->index, "uid", p->uid,
+                              "kind", cf_onboard_problem_name(p->kind), "reason", p->reason);
+        char *text = json_dumps(o, JSON_PRESERVE_ORDER);
+        if (text)
+            fprintf(ui->report, "%s\n  %s", ui->nproblems ? "," : "", text);
+        free(text);
+        json_decref(o);
+    }
     ui->nproblems++;
-    json_array_append_new(ui->problems,
-                          json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)p->index, "uid",
-                                    p->uid, "kind", cf_onboard_problem_name(p->kind), "reason",
-                                    p->reason));
 }
 
 static json_t *summary_json(const cf_onboard_stats *s, const char *manifest, const char *error)
@@ -96,22 +104,33 @@ static json_t *summary_json(const cf_onboard_stats *s, const char *manifest, con
                      (json_int_t)s->conflicts, "complete", s->complete, "interrupted",
                      s->interrupted, "sha256", s->sha256[0] ? json_string(s->sha256) : json_null(),
                      "seconds", s->seconds, "rate",
-                     s->seconds > 0 ? (double)s->entries / s->seconds : 0.0, "threads",
-                     s->threads, "error", error ? json_string(error) : json_null());
+                     s->seconds > 0 ? (double)s->entries / s->seconds : 0.0, "threads", s->threads,
+                     "error", error ? json_string(error) : json_null());
 }
 
-static int write_report(cli *c, const char *path, json_t *problems)
+/* Starts the report as PATH.tmp, renamed over PATH when complete. */
+static int report_open(cli *c, onboard_ui *ui, const char *path)
 {
-    char *text = json_dumps(problems, JSON_INDENT(2));
-    if (!text) {
-        cf_error_set(&c->err, CF_ERR_NOMEM, "out of memory");
+    snprintf(ui->report_tmp, sizeof ui->report_tmp, "%s.tmp", path);
+    if (!(ui->report = fopen(ui->report_tmp, "w"))) {
+        cf_error_set(&c->err, CF_ERR_IO, "%s: %s", ui->report_tmp, strerror(errno));
         return cli_fail(c);
     }
-    size_t len = strlen(text);
-    text[len] = '\n'; /* json_dumps's NUL becomes the final newline */
-    int rc = cli_write_out(c, path, text, len + 1);
-    free(text);
-    return rc;
+    fputs("[", ui->report);
+    return 0;
+}
+
+static int report_close(cli *c, onboard_ui *ui, const char *path)
+{
+    fputs(ui->nproblems ? "\n]\n" : "]\n", ui->report);
+    int bad = ferror(ui->report) | fclose(ui->report);
+    ui->report = NULL;
+    if (bad || rename(ui->report_tmp, path) != 0) {
+        cf_error_set(&c->err, CF_ERR_IO, "%s: cannot write the report", path);
+        unlink(ui->report_tmp);
+        return cli_fail(c);
+    }
+    return 0;
 }
 
 static int run_onboard(cli *c)
@@ -140,13 +159,15 @@ static int run_onboard(cli *c)
     o.arg = &ui;
     o.cancel = &cancel_flag;
     ui.tty = isatty(2);
-    ui.problems = json_array();
+    const char *report = cli_opt(c, "report");
+    if (report && report_open(c, &ui, report) != 0)
+        return 1;
 
     /* The first Ctrl-C ends the import cleanly (what is verified is committed); a second one
      * kills it, which loses nothing committed either. */
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART; /* reads go on; the flag stops the reader */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -156,13 +177,10 @@ static int run_onboard(cli *c)
     if (ui.nproblems > SHOWN_PROBLEMS)
         fprintf(stderr, "certfleet: onboard: ... and %zu more problems%s\n",
                 ui.nproblems - SHOWN_PROBLEMS, cli_opt(c, "report") ? " (see the report)" : "");
-    if (cli_opt(c, "report") && s.import_id && write_report(c, cli_opt(c, "report"), ui.problems))
+    if (report && report_close(c, &ui, report) != 0)
         rc = 1;
-    if (err != CF_OK && !s.import_id) {
-        /* nothing started: no summary to give */
-        json_decref(ui.problems);
-        return cli_fail(c);
-    }
+    if (err != CF_OK && !s.import_id)
+        return cli_fail(c); /* nothing started: no summary to give */
     double rate = s.seconds > 0 ? (double)s.entries / s.seconds : 0;
     if (c->json) {
         cli_print_json(summary_json(&s, o.manifest, err != CF_OK ? c->err.msg : NULL));
@@ -188,16 +206,17 @@ static int run_onboard(cli *c)
         fprintf(stderr, "certfleet: onboard: no entry of %s verified\n", o.manifest);
         rc = 1;
     }
-    json_decref(ui.problems);
     return rc;
 }
 
 static const cli_opt_spec onboard_opts[] = {
-    {"manifest", "FILE", "the manufacturer's signed manifest (JSON), or a PEM bundle with --bundle-sig"},
+    {"manifest", "FILE",
+     "the manufacturer's signed manifest (JSON), or a PEM bundle with --bundle-sig"},
     {"manufacturer", "NAME", "the manufacturer it comes from (certfleet manufacturer add)"},
     {"batch", "NAME", "batch of the devices (default: each entry's groupId, else the file name)"},
     {"report", "FILE", "write rejected entries and conflicts as JSON [{index, uid, kind, reason}]"},
-    {"bundle-sig", "SIG", "FILE is a PEM bundle of birth certificates and SIG its detached signature"},
+    {"bundle-sig", "SIG",
+     "FILE is a PEM bundle of birth certificates and SIG its detached signature"},
     {"claim-codes", "CSV", "store a hash of each device's claim code (unique_id,claim_code)"},
     {"threads", "N", "verifying threads (default: one per core)"},
     {"batch-size", "N", "devices per transaction (default 2000)"},

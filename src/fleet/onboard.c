@@ -120,8 +120,7 @@ out:
 
 /* Adds the certificates of srcs as kind to the trust t (which checks them) and the store. */
 static cf_err add_certs(cf_store *st, cf_manifest_trust *t, int64_t mfr_id, cf_mfr_cert_kind kind,
-                        const cf_onboard_cert_src *srcs, size_t nsrcs, json_t *added,
-                        cf_error *err)
+                        const cf_onboard_cert_src *srcs, size_t nsrcs, json_t *added, cf_error *err)
 {
     cf_err rc = CF_OK;
     for (size_t i = 0; i < nsrcs && rc == CF_OK; i++) {
@@ -203,8 +202,7 @@ cf_err cf_onboard_manufacturer_add(cf_fleet *f, const cf_onboard_mfr_req *req, j
     if (rc == CF_OK)
         rc = add_certs(st, t, mfr.id, CF_MFR_CERT_ROOT, req->roots, req->nroots, added, err);
     if (rc == CF_OK)
-        rc = add_certs(st, t, mfr.id, CF_MFR_CERT_SIGNER, req->signers, req->nsigners, added,
-                       err);
+        rc = add_certs(st, t, mfr.id, CF_MFR_CERT_SIGNER, req->signers, req->nsigners, added, err);
     if (rc == CF_OK && json_array_size(added) == 0)
         rc = cf_error_set(err, CF_ERR_EXISTS,
                           "manufacturer %s already has every certificate given; nothing changed",
@@ -282,8 +280,7 @@ static json_t *time_json(int64_t us)
     return us ? json_string(cf_time_format(us, buf)) : json_null();
 }
 
-static cf_err describe_one(cf_store *st, const cf_manufacturer_rec *m, json_t **out,
-                           cf_error *err)
+static cf_err describe_one(cf_store *st, const cf_manufacturer_rec *m, json_t **out, cf_error *err)
 {
     cf_mfr_cert_rec *certs = NULL;
     cf_import_rec *imps = NULL;
@@ -298,24 +295,21 @@ static cf_err describe_one(cf_store *st, const cf_manufacturer_rec *m, json_t **
         goto out;
     json_t *jc = json_array(), *ji = json_array();
     for (size_t i = 0; i < nc; i++)
-        json_array_append_new(
-            jc, json_pack("{s:s, s:s, s:s, s:o, s:o}", "kind",
-                          cf_mfr_cert_kind_name(certs[i].kind), "subject", certs[i].subject,
-                          "x5t", certs[i].x5t, "not_before",
-                          time_json(certs[i].not_before * 1000000), "not_after",
-                          time_json(certs[i].not_after * 1000000)));
+        json_array_append_new(jc, json_pack("{s:s, s:s, s:s, s:o, s:o}", "kind",
+                                            cf_mfr_cert_kind_name(certs[i].kind), "subject",
+                                            certs[i].subject, "x5t", certs[i].x5t, "not_before",
+                                            time_json(certs[i].not_before * 1000000), "not_after",
+                                            time_json(certs[i].not_after * 1000000)));
     for (size_t i = 0; i < ni; i++)
         json_array_append_new(
-            ji, json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I}", "id",
-                          (json_int_t)imps[i].id, "source", imps[i].source, "sha256",
-                          imps[i].sha256, "batch",
-                          imps[i].batch ? json_string(imps[i].batch) : json_null(), "started",
-                          time_json(imps[i].started_us), "finished",
-                          time_json(imps[i].finished_us), "entries",
-                          (json_int_t)imps[i].entries, "added", (json_int_t)imps[i].added,
-                          "present", (json_int_t)imps[i].present, "rejected",
-                          (json_int_t)imps[i].rejected, "conflicts",
-                          (json_int_t)imps[i].conflicts));
+            ji,
+            json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I}", "id",
+                      (json_int_t)imps[i].id, "source", imps[i].source, "sha256", imps[i].sha256,
+                      "batch", imps[i].batch ? json_string(imps[i].batch) : json_null(), "started",
+                      time_json(imps[i].started_us), "finished", time_json(imps[i].finished_us),
+                      "entries", (json_int_t)imps[i].entries, "added", (json_int_t)imps[i].added,
+                      "present", (json_int_t)imps[i].present, "rejected",
+                      (json_int_t)imps[i].rejected, "conflicts", (json_int_t)imps[i].conflicts));
     *out = json_pack("{s:I, s:s, s:o, s:I, s:o, s:o}", "id", (json_int_t)m->id, "name", m->name,
                      "created", time_json(m->created_us), "devices", (json_int_t)devices,
                      "certificates", jc, "imports", ji);
@@ -329,8 +323,7 @@ out:
     return rc;
 }
 
-cf_err cf_onboard_manufacturer_describe(cf_fleet *f, const char *name, json_t **out,
-                                        cf_error *err)
+cf_err cf_onboard_manufacturer_describe(cf_fleet *f, const char *name, json_t **out, cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
     cf_manufacturer_rec *list = NULL, one = {0};
@@ -372,8 +365,8 @@ void cf_onboard_claim_hash(const char *device_id, const unsigned char code[16],
     unsigned int len = 32;
     if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
         !EVP_DigestUpdate(ctx, label, sizeof label - 1) ||
-        !EVP_DigestUpdate(ctx, device_id, strlen(device_id)) ||
-        !EVP_DigestUpdate(ctx, code, 16) || !EVP_DigestFinal_ex(ctx, out, &len))
+        !EVP_DigestUpdate(ctx, device_id, strlen(device_id)) || !EVP_DigestUpdate(ctx, code, 16) ||
+        !EVP_DigestFinal_ex(ctx, out, &len))
         abort(); /* SHA-256 does not fail short of memory exhaustion */
     EVP_MD_CTX_free(ctx);
 }
@@ -471,12 +464,12 @@ const char *cf_onboard_problem_name(cf_onboard_problem_kind kind)
 
 typedef struct {
     size_t index;
-    json_t *entry;    /* from the reader; NULL when the reader or verifier rejected it */
-    int ok;           /* verified: dev and key_fpr are set */
+    json_t *entry; /* from the reader; NULL when the reader or verifier rejected it */
+    int ok;        /* verified: dev and key_fpr are set */
     cf_manifest_device dev;
     char key_fpr[CF_ONBOARD_FPR_MAX];
     char uid[CF_MANIFEST_UID_MAX]; /* for reports: dev.uid, the header's, or "?" */
-    char *reason;     /* why not ok (new) */
+    char *reason;                  /* why not ok (new) */
 } item;
 
 typedef struct chunk {
@@ -563,8 +556,8 @@ static char *reason_of(const char *msg)
 /* The unique id an entry names in its header, if it is a plausible one. */
 static void header_uid(const json_t *entry, char uid[CF_MANIFEST_UID_MAX])
 {
-    const char *u = json_string_value(json_object_get(json_object_get(entry, "header"),
-                                                      "uniqueId"));
+    const char *u =
+        json_string_value(json_object_get(json_object_get(entry, "header"), "uniqueId"));
     if (u && cf_fleet_device_id_valid(u))
         snprintf(uid, CF_MANIFEST_UID_MAX, "%s", u);
     else
@@ -683,8 +676,7 @@ static void *reader_main(void *arg)
     int more = 1;
     while (more) {
         pthread_mutex_lock(&p->mu);
-        while ((p->inflight >= p->max_inflight || p->unverified >= p->max_unverified) &&
-               !p->stop)
+        while ((p->inflight >= p->max_inflight || p->unverified >= p->max_unverified) && !p->stop)
             pthread_cond_wait(&p->cv_space, &p->mu);
         int stop = p->stop;
         if (!stop)
@@ -775,13 +767,18 @@ static cf_err flush(writer *w, int final, json_t *final_details, cf_error *err)
             const claim_code *cc = claim_codes_find(&w->codes, it->dev.uid);
             if (cc)
                 cf_onboard_claim_hash(it->dev.uid, cc->code, w->hashes[nd]);
-            const char *batch = w->o->batch          ? w->o->batch
+            const char *batch = w->o->batch           ? w->o->batch
                                 : it->dev.group_id[0] ? it->dev.group_id
                                                       : w->default_batch;
-            w->devs[nd] = (cf_onboard_device){
-                it->dev.uid,       batch,           it->dev.model,
-                it->dev.part_number, it->dev.cert_der, it->dev.cert_der_len,
-                it->key_fpr,       it->dev.provisioned_at * 1000000, cc ? w->hashes[nd] : NULL};
+            w->devs[nd] = (cf_onboard_device){it->dev.uid,
+                                              batch,
+                                              it->dev.model,
+                                              it->dev.part_number,
+                                              it->dev.cert_der,
+                                              it->dev.cert_der_len,
+                                              it->key_fpr,
+                                              it->dev.provisioned_at * 1000000,
+                                              cc ? w->hashes[nd] : NULL};
             w->dev_items[nd++] = it;
         }
     }
@@ -935,6 +932,34 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
+/* The hex SHA-256 of the file at path, read in blocks. */
+static cf_err file_sha256(const char *path, char hex[65], cf_error *err)
+{
+    unsigned char buf[65536], md[32];
+    size_t n;
+    cf_err rc = CF_OK;
+    FILE *fp = fopen(path, "rb");
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!fp || !ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+        rc = fp ? cf_error_set(err, CF_ERR_NOMEM, "out of memory")
+                : cf_error_set(err, CF_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    while ((n = fread(buf, 1, sizeof buf, fp)) > 0)
+        EVP_DigestUpdate(ctx, buf, n);
+    if (ferror(fp)) {
+        rc = cf_error_set(err, CF_ERR_IO, "%s: read error", path);
+        goto out;
+    }
+    EVP_DigestFinal_ex(ctx, md, NULL);
+    cf_hex_encode(md, 32, 0, hex);
+out:
+    if (fp)
+        fclose(fp);
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
 /* Opens the reader or the bundle for o into p. */
 static cf_err open_source(const cf_onboard_opts *o, const cf_manifest_trust *t, pipeline *p,
                           cf_error *err)
@@ -968,10 +993,9 @@ static cf_err import_begin(writer *w, const char *mfr_name, cf_error *err)
     if ((rc = cf_store_import_insert(st, &w->imp, err)) == CF_OK) {
         char obj[32];
         snprintf(obj, sizeof obj, "import:%lld", (long long)w->imp.id);
-        json_t *d = json_pack("{s:s, s:s, s:o, s:b}", "manufacturer", mfr_name, "source",
-                              w->imp.source, "batch",
-                              o->batch ? json_string(o->batch) : json_null(), "bundle",
-                              o->bundle_sig != NULL);
+        json_t *d = json_pack(
+            "{s:s, s:s, s:o, s:b}", "manufacturer", mfr_name, "source", w->imp.source, "batch",
+            o->batch ? json_string(o->batch) : json_null(), "bundle", o->bundle_sig != NULL);
         rc = cf_audit_append(st, o->actor, "onboard.start", obj, d, NULL, err);
         json_decref(d);
     }
@@ -991,8 +1015,8 @@ cf_err cf_onboard_import(cf_fleet *f, const cf_onboard_opts *o, cf_onboard_stats
     pipeline p = {0};
     writer w = {0};
     pthread_t reader_tid, tids[MAX_THREADS];
-    int nthreads = o->threads > 0 ? (o->threads > MAX_THREADS ? MAX_THREADS : o->threads)
-                                  : online_cpus();
+    int nthreads =
+        o->threads > 0 ? (o->threads > MAX_THREADS ? MAX_THREADS : o->threads) : online_cpus();
     int started = 0, reader_started = 0;
     size_t nroots = 0, nsigners = 0;
     json_t *details = NULL;
@@ -1066,8 +1090,11 @@ cf_err cf_onboard_import(cf_fleet *f, const cf_onboard_opts *o, cf_onboard_stats
         rc = cf_error_set(err, CF_ERR_INTERNAL, "cannot start verifier threads");
         goto out;
     }
+    /* Threads that did not start never count down themselves (those that did may already
+     * have ended: only subtract). */
     pthread_mutex_lock(&p.mu);
-    p.verifiers_running = started;
+    p.verifiers_running -= nthreads - started;
+    pthread_cond_broadcast(&p.cv_done);
     pthread_mutex_unlock(&p.mu);
     stats->threads = started;
 
@@ -1082,28 +1109,21 @@ cf_err cf_onboard_import(cf_fleet *f, const cf_onboard_opts *o, cf_onboard_stats
 
     stats->interrupted = o->cancel && *o->cancel && !p.fatal_rc;
     unsigned char md[32];
-    stats->complete = !p.fatal_rc && !stats->interrupted &&
-                      (p.bundle || cf_manifest_reader_sha256(p.reader, md));
+    stats->complete =
+        !p.fatal_rc && !stats->interrupted && (p.bundle || cf_manifest_reader_sha256(p.reader, md));
     if (stats->complete && p.reader)
         cf_hex_encode(md, 32, 0, stats->sha256);
-    if (stats->complete && !p.reader) {
-        /* a bundle: the SHA-256 of the PEM file whose signature was verified */
-        char *pem = NULL;
-        size_t len = 0;
-        if (cf_fs_read_file(o->manifest, (size_t)1 << 34, &pem, &len, NULL) == CF_OK) {
-            EVP_Digest(pem, len, md, NULL, EVP_sha256(), NULL);
-            cf_hex_encode(md, 32, 0, stats->sha256);
-        }
-        free(pem);
-    }
+    if (stats->complete && !p.reader &&
+        (rc = file_sha256(o->manifest, stats->sha256, err)) != CF_OK)
+        goto out; /* the bundle: the PEM file whose signature was verified */
     free(w.imp.sha256);
     w.imp.sha256 = cf_strdup(stats->sha256);
-    details = json_pack("{s:s, s:s, s:o, s:o, s:b, s:b, s:o}", "manufacturer", mfr.name,
-                        "source", w.imp.source, "batch",
-                        o->batch ? json_string(o->batch) : json_null(), "manifest_sha256",
-                        stats->sha256[0] ? json_string(stats->sha256) : json_null(), "complete",
-                        stats->complete, "interrupted", stats->interrupted, "error",
-                        p.fatal_rc ? json_string(p.fatal.msg) : json_null());
+    details =
+        json_pack("{s:s, s:s, s:o, s:o, s:b, s:b, s:o}", "manufacturer", mfr.name, "source",
+                  w.imp.source, "batch", o->batch ? json_string(o->batch) : json_null(),
+                  "manifest_sha256", stats->sha256[0] ? json_string(stats->sha256) : json_null(),
+                  "complete", stats->complete, "interrupted", stats->interrupted, "error",
+                  p.fatal_rc ? json_string(p.fatal.msg) : json_null());
     if ((rc = flush(&w, 1, details, err)) != CF_OK)
         goto out;
     stats->seconds = (double)(cf_time_now_us() - w.start_us) / 1e6;

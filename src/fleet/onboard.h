@@ -54,8 +54,7 @@ cf_err cf_onboard_manufacturer_remove(cf_fleet *f, const char *name, const char 
 /* Describes manufacturer name (or every manufacturer when name is NULL) as new JSON:
  * {id, name, created, devices, certificates: [{kind, subject, x5t, not_before, not_after}],
  * imports: [...]} (an array of those when name is NULL). *out: json_decref. */
-cf_err cf_onboard_manufacturer_describe(cf_fleet *f, const char *name, json_t **out,
-                                        cf_error *err);
+cf_err cf_onboard_manufacturer_describe(cf_fleet *f, const char *name, json_t **out, cf_error *err);
 
 /* ---- claim codes ---- */
 
@@ -73,8 +72,8 @@ void cf_onboard_claim_hash(const char *device_id, const unsigned char code[16],
 #define CF_ONBOARD_FPR_MAX 80
 
 typedef enum {
-    CF_ONBOARD_PROBLEM_REJECTED, /* the entry does not verify: nothing changed */
-    CF_ONBOARD_PROBLEM_CONFLICT, /* the id exists with another key: left alone */
+    CF_ONBOARD_PROBLEM_REJECTED,  /* the entry does not verify: nothing changed */
+    CF_ONBOARD_PROBLEM_CONFLICT,  /* the id exists with another key: left alone */
     CF_ONBOARD_PROBLEM_DUPLICATE, /* the same entry came earlier in this manifest */
 } cf_onboard_problem_kind;
 
@@ -82,22 +81,22 @@ const char *cf_onboard_problem_name(cf_onboard_problem_kind kind);
 
 typedef struct {
     cf_onboard_problem_kind kind;
-    size_t index;     /* 0-based position in the manifest */
-    const char *uid;  /* "?" when the entry names none readable */
+    size_t index;    /* 0-based position in the manifest */
+    const char *uid; /* "?" when the entry names none readable */
     const char *reason;
 } cf_onboard_problem;
 
 typedef struct {
-    uint64_t entries;  /* entries read and handled (committed or reported) */
+    uint64_t entries; /* entries read and handled (committed or reported) */
     uint64_t added, present, rejected, conflicts; /* rejected includes duplicates */
-    uint64_t committed; /* entries whose outcome is committed */
-    uint64_t bytes_read, bytes_total; /* of the manifest (total 0 when unknown) */
+    uint64_t committed;                           /* entries whose outcome is committed */
+    uint64_t bytes_read, bytes_total;             /* of the manifest (total 0 when unknown) */
     double seconds;
-    int threads;        /* verifying threads */
+    int threads; /* verifying threads */
     int64_t import_id;
-    int complete;       /* the manifest was read to its end */
-    int interrupted;    /* stopped by the cancel flag */
-    char sha256[65];    /* hex, "" unless complete */
+    int complete;    /* the manifest was read to its end */
+    int interrupted; /* stopped by the cancel flag */
+    char sha256[65]; /* hex, "" unless complete */
 } cf_onboard_stats;
 
 typedef struct {

@@ -69,8 +69,8 @@ cf_err cf_store_manufacturer_get(cf_store *st, const char *name, cf_manufacturer
                                  cf_error *err)
 {
     cf_stmt *s;
-    cf_err rc = cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers WHERE name = ?",
-                              &s, err);
+    cf_err rc =
+        cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers WHERE name = ?", &s, err);
     if (rc != CF_OK)
         return rc;
     st->ops->bind_text(s, 1, name);
@@ -93,8 +93,8 @@ cf_err cf_store_manufacturer_list(cf_store *st, cf_manufacturer_rec **recs, size
 {
     const struct cf_db_ops *o = st->ops;
     cf_stmt *s;
-    cf_err rc = cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers ORDER BY name",
-                              &s, err);
+    cf_err rc =
+        cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers ORDER BY name", &s, err);
     if (rc != CF_OK)
         return rc;
     cf_manufacturer_rec *list = NULL;
@@ -407,8 +407,8 @@ static cf_err classify_existing(cf_store *st, int64_t import_id, const cf_onboar
 }
 
 cf_err cf_store_device_onboard(cf_store *st, int64_t manufacturer_id, int64_t import_id,
-                               const cf_onboard_device *devs, size_t n,
-                               cf_onboard_result *result, cf_error *err)
+                               const cf_onboard_device *devs, size_t n, cf_onboard_result *result,
+                               cf_error *err)
 {
     const struct cf_db_ops *o = st->ops;
     int64_t now = cf_time_now_us();

@@ -320,7 +320,7 @@ typedef struct {
     int64_t owner_id; /* 0: a token of the vendor */
     cf_role role;
     unsigned char hash[CF_HASH_LEN];
-    char *label;        /* NULL: none */
+    char *label; /* NULL: none */
     int64_t created_us;
     int64_t revoked_us; /* 0: not revoked */
 } cf_token_rec;
@@ -351,10 +351,10 @@ cf_err cf_store_claim_failures(cf_store *st, const char *device_id, int64_t owne
 typedef struct {
     char *id;
     cf_device_state state;
-    int64_t owner_id;        /* 0: the vendor */
-    char *owner;             /* the owner's name; NULL for the vendor */
-    int64_t manufacturer_id; /* 0: none */
-    char *manufacturer;      /* its name; NULL when none */
+    int64_t owner_id;                        /* 0: the vendor */
+    char *owner;                             /* the owner's name; NULL for the vendor */
+    int64_t manufacturer_id;                 /* 0: none */
+    char *manufacturer;                      /* its name; NULL when none */
     char *batch, *grp, *model, *part_number; /* NULL when unset */
     int has_claim_hash;
     unsigned char claim_hash[CF_HASH_LEN];
@@ -372,13 +372,13 @@ cf_err cf_store_device_get(cf_store *st, const char *id, int lock, cf_device_rec
                            cf_error *err);
 
 typedef struct {
-    int state;               /* a cf_device_state, or -1: any */
-    int by_owner;            /* 1: only devices of owner_id */
-    int64_t owner_id;        /* with by_owner: 0 is the vendor (owner NULL) */
-    int64_t manufacturer_id; /* 0: any */
+    int state;                       /* a cf_device_state, or -1: any */
+    int by_owner;                    /* 1: only devices of owner_id */
+    int64_t owner_id;                /* with by_owner: 0 is the vendor (owner NULL) */
+    int64_t manufacturer_id;         /* 0: any */
     const char *batch, *grp, *model; /* NULL: any */
-    const char *after;       /* keyset paging: only ids after this one; NULL: from the first */
-    int64_t limit;           /* 0: no limit */
+    const char *after; /* keyset paging: only ids after this one; NULL: from the first */
+    int64_t limit;     /* 0: no limit */
 } cf_device_filter;
 
 /* Calls cb for each matching device in id order; the record is borrowed for the call and the
@@ -396,8 +396,8 @@ cf_err cf_store_device_set_owner(cf_store *st, const char *id, int64_t owner_id,
 cf_err cf_store_device_set_group(cf_store *st, const char *id, const char *grp, cf_error *err);
 /* Every device of batch in state on_hold and owned by the vendor becomes claimed by
  * owner_id. *ids: new array of the claimed ids, in id order (cf_store_strings_free). */
-cf_err cf_store_device_claim_batch(cf_store *st, const char *batch, int64_t owner_id,
-                                   char ***ids, size_t *n, cf_error *err);
+cf_err cf_store_device_claim_batch(cf_store *st, const char *batch, int64_t owner_id, char ***ids,
+                                   size_t *n, cf_error *err);
 
 void cf_store_strings_free(char **v, size_t n); /* accepts NULL */
 
@@ -417,7 +417,7 @@ typedef struct {
 
 /* The certificates of device_id by issue time. *recs is new: cf_cert_rec_clear each ->cert,
  * then free(*recs). */
-cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs,
-                             size_t *n, cf_error *err);
+cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs, size_t *n,
+                             cf_error *err);
 
 #endif

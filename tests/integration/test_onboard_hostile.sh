@@ -266,3 +266,32 @@ EOF
     || fail "claim_hash is not SHA-256(certfleet-claim-v1 || id || code)"
 ! grep -q -- "$code" "$T/s-claim/certfleet.db" || fail "a claim code is in the store in clear"
 pass "claim codes are stored as SHA-256(\"certfleet-claim-v1\" || id || code), never in clear"
+
+# The detached-signature PEM bundle: birth certificates (each followed by its batch CA),
+# signed by the registered signer. It imports; a changed byte in it is refused whole.
+"$PY" - "$T" <<'EOF2'
+import base64, json, sys
+T = sys.argv[1]
+out = open(T + "/bundle.pem", "w")
+for e in json.load(open(T + "/A/manifest.json")):
+    p = json.loads(base64.urlsafe_b64decode(e["payload"] + "=" * (-len(e["payload"]) % 4)))
+    for der in p["publicKeySet"]["keys"][0]["x5c"]:
+        b = base64.b64encode(base64.b64decode(der)).decode()
+        out.write("-----BEGIN CERTIFICATE-----\n")
+        out.write("\n".join(b[i:i + 64] for i in range(0, len(b), 64)) + "\n")
+        out.write("-----END CERTIFICATE-----\n")
+EOF2
+openssl dgst -sha256 -sign "$T/A/manifest-signer.key" -out "$T/bundle.sig" "$T/bundle.pem"
+fresh "$T/s-bundle" "$T/A"
+expect_rc 0 cf onboard --data "$T/s-bundle" --manifest "$T/bundle.pem" --bundle-sig "$T/bundle.sig" \
+    --manufacturer maker --json
+[ "$(json_get "$T/stdout" '(j["entries"], j["added"], j["sha256"])')" = "(6, 6, '$(sha256sum "$T/bundle.pem" | cut -d' ' -f1)')" ] \
+    || fail "bundle: $(cat "$T/stdout")"
+sed 's/^MII/MIJ/' "$T/bundle.pem" >"$T/bundle-bad.pem"
+fresh "$T/s-bundle-bad" "$T/A"
+expect_rc 1 cf onboard --data "$T/s-bundle-bad" --manifest "$T/bundle-bad.pem" --bundle-sig "$T/bundle.sig" \
+    --manufacturer maker
+expect_stderr 'signature'
+[ "$(sqlite3 "$T/s-bundle-bad/certfleet.db" "SELECT count(*) FROM devices")" = 0 ] \
+    || fail "a bundle with a bad signature added devices"
+pass "a signed PEM bundle imports its 6 devices; a changed bundle is refused whole"

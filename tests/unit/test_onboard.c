@@ -51,8 +51,8 @@ static cf_onboard_result onboard_one(cf_store *st, int64_t mfr, int64_t imp, con
 {
     cf_error err = {0};
     cf_onboard_result res = CF_ONBOARD_CONFLICT;
-    cf_onboard_device d = {id, "batch-1", "MODEL", "PART", fake_der, sizeof fake_der, fpr,
-                           1000000, NULL};
+    cf_onboard_device d = {id,  "batch-1", "MODEL", "PART", fake_der, sizeof fake_der,
+                           fpr, 1000000,   NULL};
     ASSERT_OK(cf_store_begin(st, &err));
     ASSERT_OK(cf_store_device_onboard(st, mfr, imp, &d, 1, &res, &err));
     ASSERT_OK(cf_store_commit(st, &err));
@@ -102,11 +102,19 @@ static void test_manufacturer_certs_imports_and_delete(void **state)
         cf_error err = {0};
         int64_t mfr = 0, other = 0;
         ASSERT_OK(cf_store_manufacturer_insert(st, "maker", fake_der, sizeof fake_der, &mfr, &err));
-        assert_int_equal(cf_store_manufacturer_insert(st, "maker", fake_der, sizeof fake_der,
-                                                      &other, &err),
-                         CF_ERR_EXISTS);
-        cf_mfr_cert_rec r = {0, mfr, CF_MFR_CERT_SIGNER, "x5t-signer", "CN=S", (unsigned char *)fake_der,
-                             sizeof fake_der, 1, 2, 0};
+        assert_int_equal(
+            cf_store_manufacturer_insert(st, "maker", fake_der, sizeof fake_der, &other, &err),
+            CF_ERR_EXISTS);
+        cf_mfr_cert_rec r = {0,
+                             mfr,
+                             CF_MFR_CERT_SIGNER,
+                             "x5t-signer",
+                             "CN=S",
+                             (unsigned char *)fake_der,
+                             sizeof fake_der,
+                             1,
+                             2,
+                             0};
         int created = 0;
         ASSERT_OK(cf_store_mfr_cert_insert(st, &r, &created, &err));
         assert_true(created);
@@ -257,8 +265,7 @@ static void test_import_pipeline_commits_in_batches_and_is_idempotent(void **sta
         assert_int_equal(st.present, 300);
 
         /* Removal is refused while its devices exist. */
-        assert_int_equal(cf_onboard_manufacturer_remove(f, "maker", "test", &err),
-                         CF_ERR_POLICY);
+        assert_int_equal(cf_onboard_manufacturer_remove(f, "maker", "test", &err), CF_ERR_POLICY);
 
         /* A cancelled import stops, commits, and says so. */
         volatile sig_atomic_t cancel = 1;
