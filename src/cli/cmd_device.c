@@ -91,15 +91,23 @@ static const char *str_or(json_t *j, const char *key, const char *dflt)
 static void print_show(json_t *j)
 {
     static const char *const fields[][2] = {
-        {"id", "device"}, {"state", "state"}, {"owner", "owner"},
-        {"manufacturer", "manufacturer"}, {"batch", "batch"}, {"group", "group"},
-        {"model", "model"}, {"part_number", "part number"}, {"provisioned", "provisioned"},
-        {"created", "created"}, {"updated", "updated"},
+        {"id", "device"},
+        {"state", "state"},
+        {"owner", "owner"},
+        {"manufacturer", "manufacturer"},
+        {"batch", "batch"},
+        {"group", "group"},
+        {"model", "model"},
+        {"part_number", "part number"},
+        {"provisioned", "provisioned"},
+        {"created", "created"},
+        {"updated", "updated"},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         printf("%-14s %s\n", fields[i][1],
                str_or(j, fields[i][0], strcmp(fields[i][0], "owner") == 0 ? "(the vendor)" : "-"));
-    printf("%-14s %s\n", "claim code", json_is_true(json_object_get(j, "claim_code")) ? "yes" : "no");
+    printf("%-14s %s\n", "claim code",
+           json_is_true(json_object_get(j, "claim_code")) ? "yes" : "no");
     json_t *certs = json_object_get(j, "certificates"), *v;
     size_t i;
     printf("\ncertificates (%zu)\n", json_array_size(certs));
@@ -151,11 +159,11 @@ static int claim_batch(cli *c, const cf_principal *p, const char *batch, const c
     if (cf_fleet_device_claim_batch(c->fleet, p, batch, owner, &n, &c->err) != CF_OK)
         return cli_fail(c);
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:I}", "batch", batch, "owner", owner, "claimed",
-                                 (json_int_t)n));
+        cli_print_json(
+            json_pack("{s:s, s:s, s:I}", "batch", batch, "owner", owner, "claimed", (json_int_t)n));
     else if (n)
-        printf("claimed %lld device%s of batch %s for %s\n", (long long)n, n == 1 ? "" : "s",
-               batch, owner);
+        printf("claimed %lld device%s of batch %s for %s\n", (long long)n, n == 1 ? "" : "s", batch,
+               owner);
     else
         printf("no device of batch %s is on hold: nothing claimed\n", batch);
     return 0;
@@ -164,25 +172,17 @@ static int claim_batch(cli *c, const cf_principal *p, const char *batch, const c
 static int run_device_claim(cli *c)
 {
     cf_principal p;
-    const char *batch = cli_opt(c, "batch"), *owner = cli_opt(c, "owner");
-    const char *code = cli_opt(c, "code");
+    const char *owner = cli_opt(c, "owner"), *code = cli_opt(c, "code");
     if (cli_principal(c, &p) != 0)
         return 1;
-    if (batch) {
-        if (c->nargs || code)
-            return cli_usage(c, "--batch claims a whole batch: give no ID and no --code");
-        return claim_batch(c, &p, batch, owner);
-    }
-    if (c->nargs != 1)
-        return cli_usage(c, "expected ID (or --batch NAME)");
     if (!owner && !p.owner_id)
         return cli_usage(c, "--owner NAME is required");
     cf_claim_req req = {.device_id = c->args[0], .owner = owner, .code = code};
     if (cf_fleet_device_claim(c->fleet, &p, &req, &c->err) != CF_OK)
         return cli_fail(c);
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:s}", "device", c->args[0], "state", "claimed",
-                                 "how", code ? "code" : "operator"));
+        cli_print_json(json_pack("{s:s, s:s, s:s}", "device", c->args[0], "state", "claimed", "how",
+                                 code ? "code" : "operator"));
     else
         printf("device %s claimed\n", c->args[0]);
     return 0;
@@ -199,7 +199,6 @@ static int run_device_claim_batch(cli *c)
 static const cli_opt_spec claim_opts[] = {
     {"owner", "NAME", "the owner who gets the device"},
     {"code", "CODE", "the device's claim code (the customer's way: XX-XXXX-...)"},
-    {"batch", "NAME", "claim every device of batch NAME that is on hold (without ID)"},
     CLI_PRINCIPAL_OPTS,
     {NULL, NULL, NULL},
 };
@@ -292,8 +291,8 @@ static int set_group(cli *c, const char *id, const char *grp)
     if (cf_fleet_device_set_group(c->fleet, &p, id, grp, &c->err) != CF_OK)
         return cli_fail(c);
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:o}", "device", id, "group",
-                                 grp ? json_string(grp) : json_null()));
+        cli_print_json(
+            json_pack("{s:s, s:o}", "device", id, "group", grp ? json_string(grp) : json_null()));
     else if (grp)
         printf("device %s is in group %s\n", id, grp);
     else
@@ -301,14 +300,12 @@ static int set_group(cli *c, const char *id, const char *grp)
     return 0;
 }
 
-/* device group set ID NAME | device group clear ID */
+/* device group set ID NAME (device ungroup ID clears) */
 static int run_device_group(cli *c)
 {
-    if (c->nargs == 3 && strcmp(c->args[0], "set") == 0)
-        return set_group(c, c->args[1], c->args[2]);
-    if (c->nargs == 2 && strcmp(c->args[0], "clear") == 0)
-        return set_group(c, c->args[1], NULL);
-    return cli_usage(c, "expected set ID NAME, or clear ID");
+    if (strcmp(c->args[0], "set") != 0)
+        return cli_usage(c, "expected set ID NAME (device ungroup ID takes a device out)");
+    return set_group(c, c->args[1], c->args[2]);
 }
 
 static int run_device_ungroup(cli *c)
@@ -329,7 +326,7 @@ static int run_claim_limits(cli *c)
         {"owner-failures", offsetof(cf_claim_limits, owner_max)},
         {"owner-window", offsetof(cf_claim_limits, owner_window_s)},
     };
-    cf_claim_limits l;
+    cf_claim_limits l = {0};
     int set = 0;
     if (cf_fleet_claim_limits_get(c->fleet, &l, &c->err) != CF_OK)
         return cli_fail(c);
@@ -349,11 +346,10 @@ static int run_claim_limits(cli *c)
             return cli_fail(c);
     }
     if (c->json)
-        cli_print_json(json_pack("{s:I, s:I, s:I, s:I}", "device_failures",
-                                 (json_int_t)l.device_max, "device_window_s",
-                                 (json_int_t)l.device_window_s, "owner_failures",
-                                 (json_int_t)l.owner_max, "owner_window_s",
-                                 (json_int_t)l.owner_window_s));
+        cli_print_json(
+            json_pack("{s:I, s:I, s:I, s:I}", "device_failures", (json_int_t)l.device_max,
+                      "device_window_s", (json_int_t)l.device_window_s, "owner_failures",
+                      (json_int_t)l.owner_max, "owner_window_s", (json_int_t)l.owner_window_s));
     else
         printf("failed claims by code: at most %lld per device in %lld s, %lld per owner in"
                " %lld s\n",
@@ -371,8 +367,8 @@ static const cli_opt_spec limits_opts[] = {
 };
 
 const cli_cmd cli_cmds_device[] = {
-    {"device list", NULL, 0, "list devices, filtered and paged (by id)", list_opts,
-     run_device_list, 1, 1},
+    {"device list", NULL, 0, "list devices, filtered and paged (by id)", list_opts, run_device_list,
+     1, 1},
     {"device show", "ID", 1, "show a device with its certificates and its history", scope_opts,
      run_device_show, 1, 1},
     {"device claim", "ID", 1,
@@ -388,11 +384,11 @@ const cli_cmd cli_cmds_device[] = {
     {"device resume", "ID", 1, "resume a suspended device", scope_opts, run_device_resume, 1, 1},
     {"device decommission", "ID", 1, "retire a device for good: its certificates are revoked",
      scope_opts, run_device_decommission, 1, 1},
-    {"device group", "set ID NAME", 3, "put a device in group NAME (clear ID: in none)",
+    {"device group", "set ID NAME", 3, "put a device in group NAME (device ungroup ID: in none)",
      scope_opts, run_device_group, 1, 1},
-    {"device ungroup", "ID", 1, "take a device out of its group", scope_opts, run_device_ungroup,
-     1, 1},
-    {"device claim-limits", NULL, 0, "show or set the limits on failed claims by code",
-     limits_opts, run_claim_limits, 1, 1},
+    {"device ungroup", "ID", 1, "take a device out of its group", scope_opts, run_device_ungroup, 1,
+     1},
+    {"device claim-limits", NULL, 0, "show or set the limits on failed claims by code", limits_opts,
+     run_claim_limits, 1, 1},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
 };

@@ -38,10 +38,10 @@ static int run_owner_list(cli *c)
         char ts[CF_TIME_STR_MAX];
         cf_time_format(recs[i].created_us, ts);
         if (c->json)
-            json_array_append_new(arr, json_pack("{s:I, s:s, s:I, s:s}", "id",
-                                                 (json_int_t)recs[i].id, "name", recs[i].name,
-                                                 "devices", (json_int_t)recs[i].devices,
-                                                 "created", ts));
+            json_array_append_new(arr,
+                                  json_pack("{s:I, s:s, s:I, s:s}", "id", (json_int_t)recs[i].id,
+                                            "name", recs[i].name, "devices",
+                                            (json_int_t)recs[i].devices, "created", ts));
         else
             printf("%-24s %-10lld %s\n", recs[i].name, (long long)recs[i].devices, ts);
         cf_owner_rec_clear(&recs[i]);
@@ -69,8 +69,8 @@ static int run_owner_token(cli *c)
                               &id, &c->err) != CF_OK)
         return cli_fail(c);
     if (c->json) {
-        cli_print_json(json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)id, "owner",
-                                 c->args[0], "role", role_name, "token", token));
+        cli_print_json(json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)id, "owner", c->args[0],
+                                 "role", role_name, "token", token));
     } else {
         printf("%s\n", token);
         fprintf(stderr, "token #%lld for %s (%s): shown this once; only its hash is stored\n",
@@ -101,9 +101,8 @@ static int run_owner_tokens(cli *c)
             json_array_append_new(
                 arr, json_pack("{s:I, s:s, s:o, s:s, s:o}", "id", (json_int_t)recs[i].id, "role",
                                cf_role_name(recs[i].role), "label",
-                               recs[i].label ? json_string(recs[i].label) : json_null(),
-                               "created", cr,
-                               "revoked", recs[i].revoked_us ? json_string(rv) : json_null()));
+                               recs[i].label ? json_string(recs[i].label) : json_null(), "created",
+                               cr, "revoked", recs[i].revoked_us ? json_string(rv) : json_null()));
         else
             printf("%-6lld %-9s %-28s %-28s %s\n", (long long)recs[i].id,
                    cf_role_name(recs[i].role), cr, rv, recs[i].label ? recs[i].label : "");
@@ -127,8 +126,8 @@ static int run_owner_token_revoke(cli *c)
     if (cf_fleet_token_revoke(c->fleet, &p, c->args[0], id, &c->err) != CF_OK)
         return cli_fail(c);
     if (c->json)
-        cli_print_json(json_pack("{s:I, s:s, s:b}", "id", (json_int_t)id, "owner", c->args[0],
-                                 "revoked", 1));
+        cli_print_json(
+            json_pack("{s:I, s:s, s:b}", "id", (json_int_t)id, "owner", c->args[0], "revoked", 1));
     else
         printf("token #%lld of %s revoked\n", id, c->args[0]);
     return 0;
@@ -147,11 +146,12 @@ static const cli_opt_spec token_opts[] = {
 };
 
 const cli_cmd cli_cmds_owner[] = {
-    {"owner add", "NAME", 1, "add an owner (a customer who claims devices)", NULL, run_owner_add,
+    {"owner add", "NAME", 1, "add an owner (a customer who claims devices)", NULL, run_owner_add, 1,
+     1},
+    {"owner list", NULL, 0, "list the owners with their device counts", scope_opts, run_owner_list,
      1, 1},
-    {"owner list", NULL, 0, "list the owners with their device counts", scope_opts,
-     run_owner_list, 1, 1},
-    {"owner token", "NAME", 1, "make an API token of owner NAME (printed once, stored hashed)",
+    {"owner token", "NAME", 1,
+     "make an API token of owner NAME, or - for the vendor (printed once, stored hashed)",
      token_opts, run_owner_token, 1, 1},
     {"owner tokens", "NAME", 1, "list the tokens of owner NAME (never the tokens themselves)",
      scope_opts, run_owner_tokens, 1, 1},

@@ -7,11 +7,11 @@
 #include "fleet/ownership.h"
 
 /* The options every scoped command takes (place inside its cli_opt_spec list). */
+/* clang-format off */
 #define CLI_PRINCIPAL_OPTS                                                                     \
-    {"as-owner", "NAME", "act as owner NAME: see and change only its devices (as its API token)"}, \
-    {                                                                                          \
-        "as-role", "ROLE", "with --as-owner: the token's role (admin, operator, auditor; admin)" \
-    }
+    {"as-owner", "NAME", "act as owner NAME: see and change only its devices (as its token)"}, \
+    {"as-role", "ROLE", "with --as-owner: the token's role: admin (default), operator, auditor"}
+/* clang-format on */
 
 /* Fills p from --as-owner/--as-role (the vendor's admin when absent); p->actor points into
  * c. Returns 0, or the exit code after printing why not. */

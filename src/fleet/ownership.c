@@ -10,6 +10,7 @@
 
 #include "audit/audit.h"
 #include "core/util.h"
+#include "fleet/onboard.h"
 #include "pki/jose.h"
 #include "pki/manifest_make.h"
 
@@ -125,8 +126,7 @@ cf_err cf_fleet_owner_add(cf_fleet *f, const cf_principal *p, const char *name, 
         cf_store_rollback(st);
         return rc;
     }
-    return audit_commit(f, p, "owner.add", name, json_pack("{s:I}", "id", (json_int_t)*id),
-                        err);
+    return audit_commit(f, p, "owner.add", name, json_pack("{s:I}", "id", (json_int_t)*id), err);
 }
 
 cf_err cf_fleet_owner_list(cf_fleet *f, const cf_principal *p, cf_owner_rec **recs, size_t *n,
@@ -150,10 +150,17 @@ cf_err cf_fleet_owner_list(cf_fleet *f, const cf_principal *p, cf_owner_rec **re
 
 /* The owner whose tokens p may manage: the vendor's admin for any, an owner's admin for
  * its own. */
-static cf_err token_owner(cf_fleet *f, const cf_principal *p, const char *name,
-                          cf_owner_rec *out, cf_error *err)
+static cf_err token_owner(cf_fleet *f, const cf_principal *p, const char *name, cf_owner_rec *out,
+                          cf_error *err)
 {
     cf_err rc = check_role(p, CF_ROLE_ADMIN, "managing tokens", err);
+    if (rc == CF_OK && strcmp(name, CF_VENDOR_TOKENS) == 0) {
+        if (p->owner_id)
+            return cf_error_set(err, CF_ERR_POLICY, "the vendor's tokens are the vendor's");
+        memset(out, 0, sizeof *out);
+        out->name = cf_strdup("(vendor)"); /* no owner can be named so: the audit's object */
+        return CF_OK;
+    }
     if (rc == CF_OK)
         rc = owner_by_name(f, name, out, err);
     if (rc == CF_OK && p->owner_id && out->id != p->owner_id) {
@@ -199,9 +206,9 @@ cf_err cf_fleet_token_create(cf_fleet *f, const cf_principal *p, const char *own
         goto out;
     }
     *id = rec.id;
-    json_t *details = json_pack("{s:I, s:s, s:o}", "id", (json_int_t)rec.id, "role",
-                                cf_role_name(role), "label",
-                                label ? json_string(label) : json_null());
+    json_t *details =
+        json_pack("{s:I, s:s, s:o}", "id", (json_int_t)rec.id, "role", cf_role_name(role), "label",
+                  label ? json_string(label) : json_null());
     rc = audit_commit(f, p, "token.create", o.name, details, err);
 out:
     if (rc != CF_OK)
@@ -224,8 +231,7 @@ cf_err cf_fleet_token_revoke(cf_fleet *f, const cf_principal *p, const char *own
         cf_store_rollback(st);
         goto out;
     }
-    rc = audit_commit(f, p, "token.revoke", o.name, json_pack("{s:I}", "id", (json_int_t)id),
-                      err);
+    rc = audit_commit(f, p, "token.revoke", o.name, json_pack("{s:I}", "id", (json_int_t)id), err);
 out:
     cf_owner_rec_clear(&o);
     return rc;
@@ -242,8 +248,7 @@ cf_err cf_fleet_token_list(cf_fleet *f, const cf_principal *p, const char *owner
     return rc;
 }
 
-cf_err cf_fleet_token_auth(cf_fleet *f, const char *token, cf_token_identity *out,
-                           cf_error *err)
+cf_err cf_fleet_token_auth(cf_fleet *f, const char *token, cf_token_identity *out, cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
     cf_token_rec rec = {0};
@@ -290,8 +295,7 @@ static const struct {
     int64_t def;
 } limit_keys[] = {
     {"claim_device_max", offsetof(cf_claim_limits, device_max), CF_CLAIM_DEVICE_MAX},
-    {"claim_device_window_s", offsetof(cf_claim_limits, device_window_s),
-     CF_CLAIM_DEVICE_WINDOW_S},
+    {"claim_device_window_s", offsetof(cf_claim_limits, device_window_s), CF_CLAIM_DEVICE_WINDOW_S},
     {"claim_owner_max", offsetof(cf_claim_limits, owner_max), CF_CLAIM_OWNER_MAX},
     {"claim_owner_window_s", offsetof(cf_claim_limits, owner_window_s), CF_CLAIM_OWNER_WINDOW_S},
 };
@@ -362,21 +366,6 @@ cf_err cf_fleet_claim_limits_set(cf_fleet *f, const cf_principal *p, const cf_cl
 
 /* ---- claims ---- */
 
-static void claim_hash(const char *device_id, const unsigned char code[CF_CLAIM_CODE_BYTES],
-                       unsigned char out[CF_HASH_LEN])
-{
-    static const char tag[] = "certfleet-claim-v1";
-    unsigned int n = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
-        abort();
-    EVP_DigestUpdate(ctx, tag, sizeof tag - 1);
-    EVP_DigestUpdate(ctx, device_id, strlen(device_id));
-    EVP_DigestUpdate(ctx, code, CF_CLAIM_CODE_BYTES);
-    EVP_DigestFinal_ex(ctx, out, &n);
-    EVP_MD_CTX_free(ctx);
-}
-
 static json_t *claim_details(const char *owner, const char *how, const cf_principal *p,
                              const char *batch)
 {
@@ -401,7 +390,7 @@ static const char *code_failure(const cf_device_rec *d, int found,
     if (!d->has_claim_hash)
         return "no_claim_code";
     unsigned char h[CF_HASH_LEN];
-    claim_hash(d->id, code, h);
+    cf_onboard_claim_hash(d->id, code, h);
     return cf_ct_equal(h, d->claim_hash, CF_HASH_LEN) ? NULL : "wrong_code";
 }
 
@@ -414,8 +403,7 @@ static cf_err limits_check(cf_fleet *f, const cf_claim_limits *l, const char *id
     int64_t dev = 0, own = 0;
     cf_err rc = cf_store_claim_failures(st, id, 0, now - l->device_window_s * 1000000, &dev, err);
     if (rc == CF_OK)
-        rc = cf_store_claim_failures(st, NULL, owner, now - l->owner_window_s * 1000000, &own,
-                                     err);
+        rc = cf_store_claim_failures(st, NULL, owner, now - l->owner_window_s * 1000000, &own, err);
     if (rc != CF_OK)
         return rc;
     why[0] = '\0';
@@ -436,7 +424,7 @@ static cf_err claim_by_code(cf_fleet *f, const cf_principal *p, const cf_claim_r
                             const cf_owner_rec *claimer, cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
-    cf_claim_limits lim;
+    cf_claim_limits lim = {0};
     cf_device_rec d = {0};
     unsigned char code[CF_CLAIM_CODE_BYTES];
     char why[300];
@@ -484,8 +472,8 @@ static cf_err claim_by_code(cf_fleet *f, const cf_principal *p, const cf_claim_r
                               req->device_id);
         goto out;
     }
-    if ((rc = cf_store_device_set_owner(st, req->device_id, claimer->id, CF_DEVICE_CLAIMED,
-                                        err)) != CF_OK)
+    if ((rc = cf_store_device_set_owner(st, req->device_id, claimer->id, CF_DEVICE_CLAIMED, err)) !=
+        CF_OK)
         goto fail;
     rc = audit_commit(f, p, "device.claim", req->device_id,
                       claim_details(claimer->name, "code", p, NULL), err);
@@ -525,8 +513,7 @@ static cf_err claim_by_operator(cf_fleet *f, const cf_principal *p, const cf_cla
     }
     if ((rc = cf_store_device_set_owner(st, d.id, o->id, CF_DEVICE_CLAIMED, err)) != CF_OK)
         goto fail;
-    rc = audit_commit(f, p, "device.claim", d.id, claim_details(o->name, "operator", p, NULL),
-                      err);
+    rc = audit_commit(f, p, "device.claim", d.id, claim_details(o->name, "operator", p, NULL), err);
     cf_device_rec_clear(&d);
     return rc;
 fail:
@@ -547,8 +534,7 @@ cf_err cf_fleet_device_claim(cf_fleet *f, const cf_principal *p, const cf_claim_
     if (p->owner_id) {
         /* An owner claims for itself, and only with the device's code. */
         if (!req->code)
-            return cf_error_set(err, CF_ERR_POLICY,
-                                "an owner claims a device with its claim code");
+            return cf_error_set(err, CF_ERR_POLICY, "an owner claims a device with its claim code");
         if ((rc = cf_store_owner_get_id(cf_fleet_store(f), p->owner_id, &o, err)) != CF_OK)
             return rc;
         if (req->owner && strcmp(req->owner, o.name) != 0) {
@@ -646,15 +632,15 @@ cf_err cf_fleet_device_transfer(cf_fleet *f, const cf_principal *p, const char *
         goto fail;
     }
     if (d.owner_id == o.id) {
-        rc = cf_error_set(err, CF_ERR_POLICY, "device %s is already owned by %s", device_id,
-                          o.name);
+        rc =
+            cf_error_set(err, CF_ERR_POLICY, "device %s is already owned by %s", device_id, o.name);
         goto fail;
     }
     /* What the previous ownership issued must not outlive it. Certificates issued before
      * certificates.owner_id was recorded (NULL) count as the previous owner's. */
     if ((rc = cf_store_cert_revoke_device(st, device_id, 0, d.owner_id,
-                                          CF_REASON_AFFILIATION_CHANGED, cf_time_now_us(),
-                                          &serials, &n, err)) != CF_OK ||
+                                          CF_REASON_AFFILIATION_CHANGED, cf_time_now_us(), &serials,
+                                          &n, err)) != CF_OK ||
         (rc = cf_store_device_set_owner(st, device_id, o.id, CF_DEVICE_CLAIMED, err)) != CF_OK)
         goto fail;
     /* Groups are the previous owner's segments of its fleet: they do not go with the sale. */
@@ -691,8 +677,7 @@ static const char *transition_refusal(cf_device_state from, cf_device_state to)
 }
 
 cf_err cf_fleet_device_set_state(cf_fleet *f, const cf_principal *p, const char *device_id,
-                                 cf_device_state to, int *changed, int64_t *revoked,
-                                 cf_error *err)
+                                 cf_device_state to, int *changed, int64_t *revoked, cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
     cf_device_rec d = {0};
@@ -724,9 +709,8 @@ cf_err cf_fleet_device_set_state(cf_fleet *f, const cf_principal *p, const char 
     }
     const char *why = transition_refusal(d.state, to);
     if (why) {
-        rc = cf_error_set(err, CF_ERR_POLICY, "device %s is %s: cannot make it %s (%s)",
-                          device_id, cf_device_state_name(d.state), cf_device_state_name(to),
-                          why);
+        rc = cf_error_set(err, CF_ERR_POLICY, "device %s is %s: cannot make it %s (%s)", device_id,
+                          cf_device_state_name(d.state), cf_device_state_name(to), why);
         goto fail;
     }
     if (to == CF_DEVICE_DECOMMISSIONED &&
@@ -779,8 +763,8 @@ cf_err cf_fleet_device_set_group(cf_fleet *f, const cf_principal *p, const char 
     }
     if ((rc = cf_store_device_set_group(st, device_id, grp, err)) != CF_OK)
         goto fail;
-    json_t *det = json_pack("{s:o, s:o}", "group", grp ? json_string(grp) : json_null(),
-                            "previous", d.grp ? json_string(d.grp) : json_null());
+    json_t *det = json_pack("{s:o, s:o}", "group", grp ? json_string(grp) : json_null(), "previous",
+                            d.grp ? json_string(d.grp) : json_null());
     rc = audit_commit(f, p, "device.group", device_id, det, err);
     goto out;
 fail:
@@ -843,12 +827,11 @@ static int list_one(void *arg, const cf_device_rec *d)
 }
 
 cf_err cf_fleet_device_list(cf_fleet *f, const cf_principal *p, const cf_device_query *q,
-                            cf_device_cb cb, void *arg, char next[CF_DEVICE_ID_MAX],
-                            cf_error *err)
+                            cf_device_cb cb, void *arg, char next[CF_DEVICE_ID_MAX], cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
-    cf_device_filter flt = {.state = q->state, .batch = q->batch, .grp = q->grp,
-                            .model = q->model, .after = q->after};
+    cf_device_filter flt = {
+        .state = q->state, .batch = q->batch, .grp = q->grp, .model = q->model, .after = q->after};
     cf_err rc = CF_OK;
     next[0] = '\0';
     if (q->limit < 0)
@@ -894,7 +877,7 @@ cf_err cf_fleet_device_list(cf_fleet *f, const cf_principal *p, const cf_device_
 }
 
 struct history_state {
-    const char *me;  /* the scoped owner's name, or NULL for the vendor */
+    const char *me; /* the scoped owner's name, or NULL for the vendor */
     json_t *records;
     int64_t since_us; /* when the current ownership began (scoped callers) */
 };
@@ -908,8 +891,8 @@ static int history_one(void *arg, const cf_audit_rec *r)
     if (hs->me) {
         const char *owner = json_string_value(json_object_get(details, "owner"));
         int mine = owner && strcmp(owner, hs->me) == 0;
-        if (mine && (strcmp(r->action, "device.claim") == 0 ||
-                     strcmp(r->action, "device.transfer") == 0)) {
+        if (mine &&
+            (strcmp(r->action, "device.claim") == 0 || strcmp(r->action, "device.transfer") == 0)) {
             /* The caller's ownership starts here: what came before, and what this record
              * says of it (the previous owner, group, certificates), is someone else's. */
             json_array_clear(hs->records);
@@ -924,9 +907,9 @@ static int history_one(void *arg, const cf_audit_rec *r)
     }
     char ts[CF_TIME_STR_MAX];
     json_array_append_new(hs->records,
-                          json_pack("{s:I, s:s, s:s, s:s, s:o}", "seq", (json_int_t)r->seq,
-                                    "time", cf_time_format(r->time_us, ts), "actor", r->actor,
-                                    "action", r->action, "details", details));
+                          json_pack("{s:I, s:s, s:s, s:s, s:o}", "seq", (json_int_t)r->seq, "time",
+                                    cf_time_format(r->time_us, ts), "actor", r->actor, "action",
+                                    r->action, "details", details));
     return 0;
 }
 
@@ -934,7 +917,8 @@ static json_t *cert_json(const cf_cert_rec *c)
 {
     json_t *j = json_object();
     json_object_set_new(j, "serial", json_string(c->serial));
-    json_object_set_new(j, "status", json_string(c->status == CF_CERT_REVOKED ? "revoked" : "good"));
+    json_object_set_new(j, "status",
+                        json_string(c->status == CF_CERT_REVOKED ? "revoked" : "good"));
     json_object_set_new(j, "reason", c->reason >= 0 ? json_integer(c->reason) : json_null());
     json_object_set_new(j, "revoked", time_json(c->revoked_us));
     json_object_set_new(j, "issued", time_json(c->issued_us));
@@ -944,8 +928,8 @@ static json_t *cert_json(const cf_cert_rec *c)
     return j;
 }
 
-cf_err cf_fleet_device_show(cf_fleet *f, const cf_principal *p, const char *device_id,
-                            json_t **out, cf_error *err)
+cf_err cf_fleet_device_show(cf_fleet *f, const cf_principal *p, const char *device_id, json_t **out,
+                            cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
     cf_device_rec d = {0};

@@ -46,6 +46,10 @@ cf_err cf_fleet_owner_add(cf_fleet *f, const cf_principal *p, const char *name, 
 cf_err cf_fleet_owner_list(cf_fleet *f, const cf_principal *p, cf_owner_rec **recs, size_t *n,
                            cf_error *err);
 
+/* As the owner of the token functions: the vendor's own tokens (its operators' API access,
+ * not scoped to any owner). Only the vendor's admin manages them. */
+#define CF_VENDOR_TOKENS "-"
+
 /* "cft_" + 43 base64url characters (256 random bits), and the NUL. */
 #define CF_TOKEN_STR_MAX 48
 
@@ -66,8 +70,8 @@ cf_err cf_fleet_token_list(cf_fleet *f, const cf_principal *p, const char *owner
 
 typedef struct {
     int64_t token_id;
-    int64_t owner_id;     /* 0: a vendor token */
-    char owner[128];      /* the owner's name; "" for the vendor */
+    int64_t owner_id; /* 0: a vendor token */
+    char owner[128];  /* the owner's name; "" for the vendor */
     cf_role role;
 } cf_token_identity;
 
@@ -76,15 +80,14 @@ typedef struct {
  * out->owner_id and out->role for the cf_principal of the request. An unknown, malformed
  * or revoked token is CF_ERR_NOT_FOUND with one message for all ("token not recognised"),
  * which the server answers with 401; store errors as the store reports them. Writes nothing. */
-cf_err cf_fleet_token_auth(cf_fleet *f, const char *token, cf_token_identity *out,
-                           cf_error *err);
+cf_err cf_fleet_token_auth(cf_fleet *f, const char *token, cf_token_identity *out, cf_error *err);
 
 /* ---- claims ---- */
 
 typedef struct {
-    int64_t device_max;      /* failed claims by code per device within device_window_s */
+    int64_t device_max; /* failed claims by code per device within device_window_s */
     int64_t device_window_s;
-    int64_t owner_max;       /* failed claims by code per owner within owner_window_s */
+    int64_t owner_max; /* failed claims by code per owner within owner_window_s */
     int64_t owner_window_s;
 } cf_claim_limits;
 
@@ -127,7 +130,7 @@ cf_err cf_fleet_device_claim_batch(cf_fleet *f, const cf_principal *p, const cha
 
 /* ---- transfer and state ---- */
 
-#define CF_REASON_AFFILIATION_CHANGED 3   /* RFC 5280 §5.3.1 */
+#define CF_REASON_AFFILIATION_CHANGED 3 /* RFC 5280 §5.3.1 */
 #define CF_REASON_CESSATION_OF_OPERATION 5
 
 /* Hands a device from its owner to owner (resale): every good certificate of the previous
@@ -147,8 +150,7 @@ cf_err cf_fleet_device_transfer(cf_fleet *f, const cf_principal *p, const char *
  * (*changed 0); another transition is CF_ERR_POLICY naming both states and what is
  * allowed. *revoked (may be NULL): certificates revoked. */
 cf_err cf_fleet_device_set_state(cf_fleet *f, const cf_principal *p, const char *device_id,
-                                 cf_device_state to, int *changed, int64_t *revoked,
-                                 cf_error *err);
+                                 cf_device_state to, int *changed, int64_t *revoked, cf_error *err);
 
 /* Puts a device in group grp (NULL: no group), audited device.group {group, previous}. */
 cf_err cf_fleet_device_set_group(cf_fleet *f, const cf_principal *p, const char *device_id,
@@ -157,12 +159,12 @@ cf_err cf_fleet_device_set_group(cf_fleet *f, const cf_principal *p, const char 
 /* ---- queries ---- */
 
 typedef struct {
-    int state;                /* a cf_device_state, or -1: any */
-    const char *owner;        /* NULL: any; "-" : the vendor's (not yet claimed) */
-    const char *manufacturer; /* NULL: any */
+    int state;                       /* a cf_device_state, or -1: any */
+    const char *owner;               /* NULL: any; "-" : the vendor's (not yet claimed) */
+    const char *manufacturer;        /* NULL: any */
     const char *batch, *grp, *model; /* NULL: any */
-    const char *after;        /* keyset paging: the "next" of the previous page */
-    int64_t limit;            /* 0: all */
+    const char *after;               /* keyset paging: the "next" of the previous page */
+    int64_t limit;                   /* 0: all */
 } cf_device_query;
 
 #define CF_DEVICE_ID_MAX 129
@@ -171,8 +173,7 @@ typedef struct {
  * borrowed; do not use the fleet from cb). next is set to the id to pass as q->after for
  * the next page, or "" when this page is the last. */
 cf_err cf_fleet_device_list(cf_fleet *f, const cf_principal *p, const cf_device_query *q,
-                            cf_device_cb cb, void *arg, char next[CF_DEVICE_ID_MAX],
-                            cf_error *err);
+                            cf_device_cb cb, void *arg, char next[CF_DEVICE_ID_MAX], cf_error *err);
 
 /* A device as JSON: {id, state, owner (null: the vendor), manufacturer, batch, group,
  * model, part_number, claim_code (whether it has one), created, updated, provisioned}. New. */
@@ -182,7 +183,7 @@ json_t *cf_fleet_device_json(const cf_device_rec *d);
  * order; for a scoped caller those of its own ownership only) as new JSON: the fields of
  * cf_fleet_device_json plus certificates: [{serial, status, reason, revoked, not_before,
  * not_after, issued, subject}] and history: [{seq, time, actor, action, details}]. */
-cf_err cf_fleet_device_show(cf_fleet *f, const cf_principal *p, const char *device_id,
-                            json_t **out, cf_error *err);
+cf_err cf_fleet_device_show(cf_fleet *f, const cf_principal *p, const char *device_id, json_t **out,
+                            cf_error *err);
 
 #endif

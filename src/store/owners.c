@@ -281,8 +281,7 @@ cf_err cf_store_token_find(cf_store *st, const unsigned char hash[CF_HASH_LEN], 
                            cf_error *err)
 {
     cf_stmt *s;
-    cf_err rc =
-        cf_db_prepare(st, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE hash = ?", &s, err);
+    cf_err rc = cf_db_prepare(st, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE hash = ?", &s, err);
     if (rc != CF_OK)
         return rc;
     st->ops->bind_blob(s, 1, hash, CF_HASH_LEN);
@@ -300,12 +299,11 @@ cf_err cf_store_token_list(cf_store *st, int64_t owner_id, cf_token_rec **recs, 
                            cf_error *err)
 {
     cf_stmt *s;
-    cf_err rc = cf_db_prepare(st,
-                              owner_id ? "SELECT " TOKEN_COLUMNS
-                                         " FROM tokens WHERE owner_id = ? ORDER BY id"
-                                       : "SELECT " TOKEN_COLUMNS
-                                         " FROM tokens WHERE owner_id IS NULL ORDER BY id",
-                              &s, err);
+    cf_err rc = cf_db_prepare(
+        st,
+        owner_id ? "SELECT " TOKEN_COLUMNS " FROM tokens WHERE owner_id = ? ORDER BY id"
+                 : "SELECT " TOKEN_COLUMNS " FROM tokens WHERE owner_id IS NULL ORDER BY id",
+        &s, err);
     if (rc != CF_OK)
         return rc;
     if (owner_id)
@@ -421,10 +419,10 @@ void cf_device_rec_clear(cf_device_rec *rec)
     memset(rec, 0, sizeof *rec);
 }
 
-#define DEVICE_SELECT                                                                          \
-    "SELECT d.id, d.state, d.owner_id, o.name, d.manufacturer_id, m.name, d.batch, d.grp,"    \
-    " d.model, d.part_number, d.claim_hash, d.blocked, d.provisioned_us, d.created_us,"        \
-    " d.updated_us FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"                     \
+#define DEVICE_SELECT                                                                              \
+    "SELECT d.id, d.state, d.owner_id, o.name, d.manufacturer_id, m.name, d.batch, d.grp,"         \
+    " d.model, d.part_number, d.claim_hash, d.blocked, d.provisioned_us, d.created_us,"            \
+    " d.updated_us FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"                         \
     " LEFT JOIN manufacturers m ON m.id = d.manufacturer_id"
 
 /* Reads a row of DEVICE_SELECT into r, whose strings are then r's own. */
@@ -598,8 +596,8 @@ cf_err cf_store_device_set_group(cf_store *st, const char *id, const char *grp, 
     return finish(st, s, err);
 }
 
-cf_err cf_store_device_claim_batch(cf_store *st, const char *batch, int64_t owner_id,
-                                   char ***ids, size_t *n, cf_error *err)
+cf_err cf_store_device_claim_batch(cf_store *st, const char *batch, int64_t owner_id, char ***ids,
+                                   size_t *n, cf_error *err)
 {
     cf_stmt *s;
     cf_err rc = cf_db_prepare(st,
@@ -625,11 +623,12 @@ cf_err cf_store_cert_revoke_device(cf_store *st, const char *device_id, int all_
                                    int64_t owner_id, int reason, int64_t now_us, char ***serials,
                                    size_t *n, cf_error *err)
 {
-#define REVOKE_SQL                                                                             \
-    "UPDATE certificates SET status = 'revoked', reason = ?, revoked_us = ?"                   \
+#define REVOKE_SQL                                                                                 \
+    "UPDATE certificates SET status = 'revoked', reason = ?, revoked_us = ?"                       \
     " WHERE device_id = ? AND status = 'good'"
     const char *sql = all_owners ? REVOKE_SQL " RETURNING serial"
-                      : owner_id ? REVOKE_SQL " AND (owner_id = ? OR owner_id IS NULL) RETURNING serial"
+                      : owner_id ? REVOKE_SQL
+                          " AND (owner_id = ? OR owner_id IS NULL) RETURNING serial"
                                  : REVOKE_SQL " AND owner_id IS NULL RETURNING serial";
 #undef REVOKE_SQL
     cf_stmt *s;
@@ -648,8 +647,8 @@ cf_err cf_store_cert_revoke_device(cf_store *st, const char *device_id, int all_
     return CF_OK;
 }
 
-cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs,
-                             size_t *n, cf_error *err)
+cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs, size_t *n,
+                             cf_error *err)
 {
     const struct cf_db_ops *o = st->ops;
     cf_stmt *s;

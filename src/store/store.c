@@ -71,6 +71,10 @@ static const char *const migrations[] = {
     "  time_us BIGINT NOT NULL, ok BIGINT NOT NULL);"
     "CREATE INDEX claim_attempts_device ON claim_attempts (device_id, time_us);"
     "CREATE INDEX claim_attempts_owner ON claim_attempts (owner_id, time_us);",
+
+    /* 3: a device's history (`device show`, the API's device view) reads its audit records by
+     * object; without this every such read scans the whole log. */
+    "CREATE INDEX audit_object ON audit (object, seq);",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

@@ -193,7 +193,7 @@ run 1 device decommission "$G1" --as-owner globex --as-role operator
 expect_stderr "needs an admin"
 run 0 device decommission "$G1" --json
 json_check 'd["revoked"] == 1'
-run 1 device resume "$A3"
+run 1 device resume "$G1"
 expect_stderr "decommissioned is final"
 run 1 device transfer "$G1" --owner acme
 expect_stderr "decommissioned"
@@ -261,7 +261,7 @@ while read -r s; do
         if grep -a -q -F -e "$s" -e "$bare" "$f"; then fail "a secret appears in clear in $f"; fi
     done
     # What certfleet printed may contain a token only where it was issued (once).
-    if [[ $s != cft_* ]] && grep -a -q -F -e "$s" "$LOG"; then fail "a claim code was echoed"; fi
+    if [[ $s != cft_* ]] && grep -a -q -F -e "$s" "$LOG"; then fail "a claim code was echoed: $(grep -a -F -e "$s" "$LOG" | head -3)"; fi
 done <"$T/secrets"
 [ "$(grep -c -F "$TOKEN" "$LOG")" = 1 ] || fail "the token was printed more than once"
 pass "claim codes and tokens appear nowhere in clear (store, dump, audit log, output)"

@@ -35,8 +35,7 @@ static cf_fleet *open_fleet(int backend)
 }
 
 /* claim_hash as issue 3 defines it, computed here independently of the code under test. */
-static void expected_claim_hash(const char *id, const unsigned char code[16],
-                                unsigned char out[32])
+static void expected_claim_hash(const char *id, const unsigned char code[16], unsigned char out[32])
 {
     unsigned char buf[512];
     size_t n = 0;
@@ -227,6 +226,27 @@ static void test_token_authenticates_to_its_owner_and_role(void **state)
     }
 }
 
+static void test_vendor_token_authenticates_unscoped(void **state)
+{
+    cf_fleet *f = open_fleet(TU_SQLITE);
+    cf_principal a = as_owner(add_owner(f, "acme"), CF_ROLE_ADMIN);
+    char token[CF_TOKEN_STR_MAX];
+    int64_t tid;
+    cf_error err;
+    cf_token_identity who;
+    assert_int_equal(cf_fleet_token_create(f, &vendor, CF_VENDOR_TOKENS, CF_ROLE_AUDITOR, NULL,
+                                           token, &tid, &err),
+                     CF_OK);
+    assert_int_equal(cf_fleet_token_auth(f, token, &who, &err), CF_OK);
+    assert_int_equal(who.owner_id, 0);
+    assert_string_equal(who.owner, "");
+    assert_int_equal(who.role, CF_ROLE_AUDITOR);
+    assert_int_equal(
+        cf_fleet_token_create(f, &a, CF_VENDOR_TOKENS, CF_ROLE_ADMIN, NULL, token, &tid, &err),
+        CF_ERR_POLICY);
+    cf_fleet_close(f);
+}
+
 static void test_owner_admin_manages_only_its_own_tokens(void **state)
 {
     cf_fleet *f = open_fleet(TU_SQLITE);
@@ -236,14 +256,12 @@ static void test_owner_admin_manages_only_its_own_tokens(void **state)
     char token[CF_TOKEN_STR_MAX];
     int64_t tid;
     cf_error err;
-    assert_int_equal(
-        cf_fleet_token_create(f, &a, "acme", CF_ROLE_AUDITOR, NULL, token, &tid, &err), CF_OK);
-    assert_int_equal(
-        cf_fleet_token_create(f, &a, "globex", CF_ROLE_ADMIN, NULL, token, &tid, &err),
-        CF_ERR_NOT_FOUND);
-    assert_int_equal(
-        cf_fleet_token_create(f, &op, "acme", CF_ROLE_ADMIN, NULL, token, &tid, &err),
-        CF_ERR_POLICY);
+    assert_int_equal(cf_fleet_token_create(f, &a, "acme", CF_ROLE_AUDITOR, NULL, token, &tid, &err),
+                     CF_OK);
+    assert_int_equal(cf_fleet_token_create(f, &a, "globex", CF_ROLE_ADMIN, NULL, token, &tid, &err),
+                     CF_ERR_NOT_FOUND);
+    assert_int_equal(cf_fleet_token_create(f, &op, "acme", CF_ROLE_ADMIN, NULL, token, &tid, &err),
+                     CF_ERR_POLICY);
     cf_fleet_close(f);
 }
 
@@ -261,7 +279,9 @@ static void test_claim_with_the_right_code(void **state)
         /* Typed as a person might: lower case, spaces for dashes. */
         char typed[CF_CLAIM_CODE_STR_MAX];
         for (size_t i = 0; i <= strlen(code); i++)
-            typed[i] = code[i] == '-' ? ' ' : (char)(code[i] >= 'A' && code[i] <= 'Z' ? code[i] + 32 : code[i]);
+            typed[i] = code[i] == '-'
+                           ? ' '
+                           : (char)(code[i] >= 'A' && code[i] <= 'Z' ? code[i] + 32 : code[i]);
         cf_claim_req req = {.device_id = "dev-1", .code = typed};
         if (cf_fleet_device_claim(f, &p, &req, &err) != CF_OK)
             fail_msg("claim: %s", err.msg);
@@ -320,8 +340,8 @@ static void test_rate_limit_refuses_even_the_right_code_until_the_window_passes(
         int64_t acme = add_owner(f, "acme");
         add_device(f, "dev-1", "b1", "m1", code);
         add_device(f, "dev-2", "b1", "m1", other);
-        cf_claim_limits l = {.device_max = 3, .device_window_s = 60, .owner_max = 100,
-                             .owner_window_s = 60};
+        cf_claim_limits l = {
+            .device_max = 3, .device_window_s = 60, .owner_max = 100, .owner_window_s = 60};
         assert_int_equal(cf_fleet_claim_limits_set(f, &vendor, &l, &err), CF_OK);
         cf_principal p = as_owner(acme, CF_ROLE_OPERATOR);
         cf_claim_req req = {.device_id = "dev-1", .code = other};
@@ -346,8 +366,8 @@ static void test_owner_limit_spans_devices(void **state)
     cf_error err;
     int64_t acme = add_owner(f, "acme");
     add_device(f, "dev-9", "b1", "m1", code);
-    cf_claim_limits l = {.device_max = 100, .device_window_s = 60, .owner_max = 2,
-                         .owner_window_s = 60};
+    cf_claim_limits l = {
+        .device_max = 100, .device_window_s = 60, .owner_max = 2, .owner_window_s = 60};
     assert_int_equal(cf_fleet_claim_limits_set(f, &vendor, &l, &err), CF_OK);
     cf_principal p = as_owner(acme, CF_ROLE_OPERATOR);
     cf_claim_req req = {.device_id = "dev-1", .code = code};
@@ -453,8 +473,8 @@ static void issue_cert(cf_fleet *f, const char *device, char serial[41])
 {
     size_t len;
     char *csr = tu_make_csr("ec:P-256", &len);
-    cf_issue_req req = {.csr = (unsigned char *)csr, .csr_len = len, .device_id = device,
-                        .actor = "unit"};
+    cf_issue_req req = {
+        .csr = (unsigned char *)csr, .csr_len = len, .device_id = device, .actor = "unit"};
     X509 *x = NULL;
     cf_error err;
     if (cf_fleet_issue(f, &req, &x, &err) != CF_OK)
@@ -538,21 +558,21 @@ static void test_state_transitions_follow_the_design(void **state)
         int64_t revoked;
         add_owner(f, "acme");
         add_device(f, "dev-1", "b1", "m1", NULL);
-        assert_int_equal(
-            cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_SUSPENDED, &changed, NULL, &err),
-            CF_ERR_POLICY);
+        assert_int_equal(cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_SUSPENDED,
+                                                   &changed, NULL, &err),
+                         CF_ERR_POLICY);
         assert_non_null(strstr(err.msg, "only an active device can be suspended"));
         cf_claim_req req = {.device_id = "dev-1", .owner = "acme"};
         assert_int_equal(cf_fleet_device_claim(f, &vendor, &req, &err), CF_OK);
         char serial[CF_SERIAL_HEX_MAX];
         issue_cert(f, "dev-1", serial); /* enrolls: active */
-        assert_int_equal(
-            cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_SUSPENDED, &changed, NULL, &err),
-            CF_OK);
+        assert_int_equal(cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_SUSPENDED,
+                                                   &changed, NULL, &err),
+                         CF_OK);
         assert_int_equal(changed, 1);
-        assert_int_equal(
-            cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_SUSPENDED, &changed, NULL, &err),
-            CF_OK);
+        assert_int_equal(cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_SUSPENDED,
+                                                   &changed, NULL, &err),
+                         CF_OK);
         assert_int_equal(changed, 0);
         assert_int_equal(
             cf_fleet_device_set_state(f, &vendor, "dev-1", CF_DEVICE_ACTIVE, &changed, NULL, &err),
@@ -757,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_owner_names_are_unique),
         cmocka_unit_test(test_owner_cannot_add_owners),
         cmocka_unit_test(test_token_authenticates_to_its_owner_and_role),
+        cmocka_unit_test(test_vendor_token_authenticates_unscoped),
         cmocka_unit_test(test_owner_admin_manages_only_its_own_tokens),
         cmocka_unit_test(test_claim_with_the_right_code),
         cmocka_unit_test(test_wrong_code_fails_is_counted_and_audited),
