@@ -74,5 +74,6 @@ extern const cli_cmd cli_cmds_manufacturer[]; /* manufacturer ... */
 extern const cli_cmd cli_cmds_onboard[];  /* onboard */
 extern const cli_cmd cli_cmds_owner[];    /* owner ... */
 extern const cli_cmd cli_cmds_device[];   /* device ... */
+extern const cli_cmd cli_cmds_serve[];    /* serve */
 
 #endif

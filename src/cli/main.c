@@ -15,6 +15,7 @@
 static const cli_cmd *const tables[] = {
     cli_cmds_core,  cli_cmds_ca,    cli_cmds_manufacturer, cli_cmds_manifest,
     cli_cmds_onboard, cli_cmds_owner, cli_cmds_device,     cli_cmds_audit,
+    cli_cmds_serve,
 };
 
 static const cli_opt_spec common_opts[] = {

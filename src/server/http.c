@@ -1,0 +1,289 @@
+/* http.c - the framing every request shares: route lookup (404, 405), Content-Type check
+ * (415), replies, the fleet-error-to-status table, metrics and the request log. Handlers in
+ * routes.c only produce their body. */
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/util.h"
+#include "server/srv.h"
+
+#define EST_PREFIX "/.well-known/est/"
+
+static const struct {
+    int status;
+    const char *reason;
+} reasons[] = {
+    {200, "OK"},
+    {202, "Accepted"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {409, "Conflict"},
+    {413, "Payload Too Large"},
+    {415, "Unsupported Media Type"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {503, "Service Unavailable"},
+};
+
+static const char *reason(int status)
+{
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].status == status)
+            return reasons[i].reason;
+    return "Status";
+}
+
+static void set_header(srv_req *r, const char *name, const char *value)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    evhttp_remove_header(h, name);
+    evhttp_add_header(h, name, value);
+}
+
+void srv_reply(srv_req *r, int status, const char *ctype, const void *body, size_t len)
+{
+    r->status = status;
+    set_header(r, "Content-Type", ctype);
+    evbuffer_add(evhttp_request_get_output_buffer(r->req), body, len);
+}
+
+void srv_reply_base64(srv_req *r, const char *ctype, const void *b64, size_t len)
+{
+    srv_reply(r, 200, ctype, b64, len);
+    set_header(r, "Content-Transfer-Encoding", "base64"); /* RFC 7030 4.1.3, RFC 8951 */
+}
+
+void srv_fail(srv_req *r, int status, srv_cause cause, const char *fmt, ...)
+{
+    char msg[CF_ERROR_MSG_MAX + 2];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof msg - 2)
+        n = (int)sizeof msg - 2;
+    msg[n++] = '\n';
+    evbuffer_drain(evhttp_request_get_output_buffer(r->req),
+                   evbuffer_get_length(evhttp_request_get_output_buffer(r->req)));
+    srv_reply(r, status, "text/plain; charset=utf-8", msg, (size_t)n);
+    r->cause = cause;
+}
+
+/* The one place a fleet error becomes a status. 5xx keep their message out of the reply:
+ * it may describe the server's inside (paths, SQL); the log line names the cause. */
+static const struct {
+    cf_err code;
+    int status;
+} err_status[] = {
+    {CF_ERR_INVALID, 400},  {CF_ERR_POLICY, 403},      {CF_ERR_NOT_FOUND, 404},
+    {CF_ERR_EXISTS, 409},   {CF_ERR_STATE, 409},       {CF_ERR_IO, 500},
+    {CF_ERR_STORE, 500},    {CF_ERR_UNAVAILABLE, 503}, {CF_ERR_CRYPTO, 500},
+    {CF_ERR_TAMPERED, 500}, {CF_ERR_NOMEM, 503},       {CF_ERR_INTERNAL, 500},
+};
+
+void srv_fail_err(srv_req *r, const cf_error *err)
+{
+    int status = 500;
+    for (size_t i = 0; i < sizeof err_status / sizeof err_status[0]; i++)
+        if (err_status[i].code == err->code)
+            status = err_status[i].status;
+    srv_cause cause = (srv_cause)(SRV_CAUSE_FLEET + (int)err->code);
+    if (status >= 500)
+        srv_fail(r, status, cause, "%s: the server could not answer (%s)", r->path,
+                 cf_err_name(err->code));
+    else
+        srv_fail(r, status, cause, "%s", err->msg);
+}
+
+/* ---- routing ---- */
+
+static int label_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > SRV_LABEL_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+            return 0;
+    return 1;
+}
+
+/* Splits /.well-known/est/LABEL/OP into the label and /.well-known/est/OP (in buf). Returns
+ * the path to route on, or NULL for a malformed label. */
+static const char *split_est_label(const char *path, srv_req *r, char *buf, size_t len)
+{
+    size_t plen = strlen(EST_PREFIX);
+    if (strncmp(path, EST_PREFIX, plen) != 0)
+        return path;
+    const char *rest = path + plen, *slash = strchr(rest, '/');
+    if (!slash)
+        return path;
+    if (!label_valid(rest, (size_t)(slash - rest)))
+        return NULL;
+    memcpy(r->label, rest, (size_t)(slash - rest));
+    r->label[slash - rest] = '\0';
+    snprintf(buf, len, EST_PREFIX "%s", slash + 1);
+    return buf;
+}
+
+/* 1 if the request's Content-Type is want (type/subtype, parameters ignored). */
+static int ctype_is(struct evhttp_request *req, const char *want)
+{
+    const char *got = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    size_t n = strlen(want);
+    return got && strncasecmp(got, want, n) == 0 &&
+           (got[n] == '\0' || got[n] == ';' || got[n] == ' ');
+}
+
+static const struct {
+    int method;
+    const char *name;
+} methods[] = {
+    {EVHTTP_REQ_GET, "GET"},     {EVHTTP_REQ_POST, "POST"},       {EVHTTP_REQ_HEAD, "HEAD"},
+    {EVHTTP_REQ_PUT, "PUT"},     {EVHTTP_REQ_DELETE, "DELETE"},   {EVHTTP_REQ_OPTIONS, "OPTIONS"},
+    {EVHTTP_REQ_TRACE, "TRACE"}, {EVHTTP_REQ_CONNECT, "CONNECT"}, {EVHTTP_REQ_PATCH, "PATCH"},
+};
+
+static const char *method_name(int m)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (methods[i].method == m)
+            return methods[i].name;
+    return "OTHER";
+}
+
+/* Finds the route; answers 404 or 405 itself and returns -1 when there is none. */
+static int route_find(srv_req *r, const char *path, int method)
+{
+    char allow[64] = "";
+    int path_known = 0;
+    for (int i = 0; srv_routes[i].path; i++) {
+        const srv_route *rt = &srv_routes[i];
+        if (!(rt->on & r->on) || strcmp(rt->path, path) != 0 || (r->label[0] && !rt->label))
+            continue;
+        if (rt->method == method)
+            return i;
+        path_known = 1;
+        size_t used = strlen(allow);
+        snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "",
+                 method_name(rt->method));
+    }
+    if (path_known) {
+        set_header(r, "Allow", allow);
+        srv_fail(r, 405, SRV_CAUSE_METHOD, "%s: method %s not allowed (allowed: %s)", path,
+                 method_name(method), allow);
+    } else {
+        srv_fail(r, 404, SRV_CAUSE_NO_ROUTE, "no such resource");
+    }
+    return -1;
+}
+
+/* ---- the log ---- */
+
+/* The path as logged: printable ASCII only, no query (it is not logged at all, so nothing a
+ * client puts there reaches the log), at most 200 characters. */
+static void log_path(const char *raw, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; raw && raw[i] && raw[i] != '?' && i + 1 < len && i < 200; i++)
+        out[i] = (raw[i] >= 0x20 && raw[i] < 0x7f) ? raw[i] : '?';
+    out[i] = '\0';
+}
+
+static void log_request(const srv_req *r, const char *raw_path, int method, int64_t us)
+{
+    char when[CF_TIME_STR_MAX], path[256];
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(r->req), &peer, &port);
+    log_path(raw_path, path, sizeof path);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:f}", "time", cf_time_format(cf_time_now_us(), when),
+        "peer", peer ? peer : "", "listener", r->on == SRV_ON_TLS ? "tls" : "http", "method",
+        method_name(method), "path", path, "status", r->status, "duration_ms", (double)us / 1000.0);
+    if (!j)
+        return;
+    if (r->device[0])
+        json_object_set_new(j, "device", json_string(r->device));
+    if (r->cause != SRV_CAUSE_NONE)
+        json_object_set_new(j, "error", json_string(srv_cause_name(r->cause)));
+    char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    if (line)
+        fprintf(stderr, "%s\n", line); /* one fprintf: stdio keeps the line whole */
+    free(line);
+    json_decref(j);
+}
+
+/* The device named by the client's certificate when it chains to certfleet's CA (the trust
+ * store of the TLS context) and may authenticate a client: for the log. Authorisation is
+ * the handlers' business. */
+static void client_device(srv_req *r, struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (!peer || SSL_get_verify_result(ssl) != X509_V_OK ||
+        !(X509_get_extended_key_usage(peer) & XKU_SSL_CLIENT))
+        return;
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, r->device,
+                                  sizeof r->device) <= 0 ||
+        !cf_fleet_device_id_valid(r->device))
+        r->device[0] = '\0';
+}
+
+/* ---- the callback ---- */
+
+static void request_done(struct evhttp_request *req, void *arg)
+{
+    srv_worker *w = arg;
+    w->inflight--;
+}
+
+void srv_http_dispatch(struct evhttp_request *req, void *arg)
+{
+    srv_worker *w = arg;
+    srv_req r = {.w = w, .req = req, .status = 500, .start_us = cf_time_now_us()};
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    r.on = evhttp_connection_get_server(evcon) == w->https ? SRV_ON_TLS : SRV_ON_PLAIN;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *raw = uri ? evhttp_uri_get_path(uri) : NULL;
+    int method = (int)evhttp_request_get_command(req);
+    char buf[256];
+    int route = SRV_MAX_ROUTES;
+
+    if (r.on == SRV_ON_TLS)
+        client_device(&r, evcon);
+    if (!raw || !*raw)
+        raw = "/";
+    r.path = split_est_label(raw, &r, buf, sizeof buf);
+    if (!r.path) {
+        r.path = raw;
+        srv_fail(&r, 404, SRV_CAUSE_NO_ROUTE, "malformed EST label");
+    } else if ((route = route_find(&r, r.path, method)) < 0) {
+        route = SRV_MAX_ROUTES;
+    } else if (srv_routes[route].ctype && !ctype_is(req, srv_routes[route].ctype)) {
+        srv_fail(&r, 415, SRV_CAUSE_MEDIA_TYPE, "%s: Content-Type must be %s", r.path,
+                 srv_routes[route].ctype);
+    } else {
+        srv_routes[route].run(&r);
+    }
+    /* Counted and logged before the send: evhttp may free req once the reply is out. */
+    int64_t us = cf_time_now_us() - r.start_us;
+    srv_metrics_count(&w->metrics, route, r.status, us, r.cause);
+    log_request(&r, raw, method, us);
+    w->inflight++;
+    evhttp_request_set_on_complete_cb(req, request_done, w);
+    evhttp_send_reply(req, r.status, reason(r.status), NULL);
+}

@@ -1,0 +1,310 @@
+/* tls.c - the server's TLS context and its certificate.
+ *
+ * The server certificate comes from certfleet's own issuing CA, so a device that trusts the
+ * root from EST cacerts (or the operator's `certfleet ca export`) also trusts the server.
+ * It is kept in DATA/keys/server.pem with its key in DATA/keys/server.key (0600) and
+ * reused while it is issued by the active issuing CA, matches its key, has more than
+ * SRV_CERT_RENEW_DAYS left and names exactly the configured names.
+ *
+ * Signing it needs the issuing CA's key, which the fleet module does not hand out yet: the
+ * two store and key calls in issuing_key() belong in fleet (cf_fleet_issue_server_cert). */
+#include <arpa/inet.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fs.h"
+#include "pki/key.h"
+#include "server/srv.h"
+
+#define SRV_CERT_DAYS 90
+#define SRV_CERT_RENEW_DAYS 30
+
+/* TLS 1.2 suites for ECDSA server keys, the first the one constrained EST clients offer;
+ * TLS 1.3 keeps OpenSSL's defaults. */
+static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-CCM:"
+                                    "ECDHE-ECDSA-AES128-CCM8";
+
+typedef struct {
+    const char *names[CF_SERVER_MAX_NAMES + 2];
+    int n;
+} name_set;
+
+static void names_collect(const cf_server_opts *o, name_set *s)
+{
+    s->n = 0;
+    s->names[s->n++] = "localhost";
+    s->names[s->n++] = "127.0.0.1";
+    for (int i = 0; i < o->nnames; i++) {
+        int dup = 0;
+        for (int j = 0; j < s->n; j++)
+            dup |= strcmp(s->names[j], o->names[i]) == 0;
+        if (!dup)
+            s->names[s->n++] = o->names[i];
+    }
+}
+
+static int name_is_ip(const char *name, unsigned char *bin, int *len)
+{
+    if (inet_pton(AF_INET, name, bin) == 1) {
+        *len = 4;
+        return 1;
+    }
+    if (inet_pton(AF_INET6, name, bin) == 1) {
+        *len = 16;
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 if the GENERAL_NAME is name (a DNS name compared without case, an IP as bytes). */
+static int gen_matches(const GENERAL_NAME *g, const char *name)
+{
+    unsigned char bin[16];
+    int len;
+    if (name_is_ip(name, bin, &len))
+        return g->type == GEN_IPADD && g->d.iPAddress->length == len &&
+               memcmp(g->d.iPAddress->data, bin, (size_t)len) == 0;
+    return g->type == GEN_DNS && (size_t)g->d.dNSName->length == strlen(name) &&
+           strncasecmp((const char *)g->d.dNSName->data, name, strlen(name)) == 0;
+}
+
+/* 1 if cert's SANs are exactly the names in s. */
+static int sans_match(X509 *cert, const name_set *s)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int ok = gens && sk_GENERAL_NAME_num(gens) == s->n;
+    for (int i = 0; ok && i < s->n; i++) {
+        int found = 0;
+        for (int j = 0; j < sk_GENERAL_NAME_num(gens) && !found; j++)
+            found = gen_matches(sk_GENERAL_NAME_value(gens, j), s->names[i]);
+        ok = found;
+    }
+    GENERAL_NAMES_free(gens);
+    return ok;
+}
+
+/* 1 if the stored pair can be served as it is. */
+static int stored_cert_usable(X509 *cert, EVP_PKEY *key, X509 *issuing, const name_set *s)
+{
+    time_t renew = time(NULL) + (time_t)SRV_CERT_RENEW_DAYS * 86400;
+    return X509_check_issued(issuing, cert) == X509_V_OK &&
+           X509_verify(cert, X509_get0_pubkey(issuing)) == 1 &&
+           X509_check_private_key(cert, key) == 1 &&
+           X509_cmp_time(X509_get0_notAfter(cert), &renew) > 0 && sans_match(cert, s);
+}
+
+static cf_err load_stored(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key)
+{
+    FILE *fc = fopen(cert_path, "r"), *fk = fopen(key_path, "r");
+    if (fc)
+        *cert = PEM_read_X509(fc, NULL, NULL, NULL);
+    if (fk)
+        *key = PEM_read_PrivateKey(fk, NULL, NULL, NULL);
+    if (fc)
+        fclose(fc);
+    if (fk)
+        fclose(fk);
+    ERR_clear_error();
+    return *cert && *key ? CF_OK : CF_ERR_NOT_FOUND;
+}
+
+/* The active issuing CA's key. See the file comment: this belongs in fleet. */
+static cf_err issuing_key(cf_fleet *f, const char *data_dir, EVP_PKEY **key, cf_error *err)
+{
+    cf_ca_rec ca = {0};
+    char keydir[4200];
+    cf_err rc = cf_store_ca_active(cf_fleet_store(f), CF_CA_ISSUING, &ca, err);
+    snprintf(keydir, sizeof keydir, "%s/keys", data_dir);
+    if (rc == CF_OK)
+        rc = cf_key_load(ca.key_ref, keydir, key, err);
+    cf_ca_rec_clear(&ca);
+    return rc;
+}
+
+static cf_err add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, cf_error *err)
+{
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
+    int ok = ext && X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok ? CF_OK : cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate: %s", value);
+}
+
+static cf_err random_serial(X509 *x, cf_error *err)
+{
+    BIGNUM *bn = BN_new();
+    cf_err rc = CF_OK;
+    /* 127 random bits: positive and non-zero with overwhelming probability. */
+    if (!bn || !BN_rand(bn, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ODD) ||
+        !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)))
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate serial");
+    BN_free(bn);
+    return rc;
+}
+
+/* A serverAuth certificate for key, CN the first name, SANs every name. */
+static cf_err make_cert(X509 *issuing, EVP_PKEY *ca_key, EVP_PKEY *key, const char *org,
+                        const name_set *s, X509 **out, cf_error *err)
+{
+    X509 *x = X509_new();
+    X509_NAME *subj = X509_NAME_new();
+    X509V3_CTX ctx;
+    char san[4096] = "";
+    cf_err rc = CF_OK;
+    if (!x || !subj)
+        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < s->n; i++) {
+        unsigned char bin[16];
+        int len;
+        size_t used = strlen(san);
+        snprintf(san + used, sizeof san - used, "%s%s:%s", i ? "," : "",
+                 name_is_ip(s->names[i], bin, &len) ? "IP" : "DNS", s->names[i]);
+    }
+    time_t not_after = time(NULL) + (time_t)SRV_CERT_DAYS * 86400;
+    if (X509_cmp_time(X509_get0_notAfter(issuing), &not_after) < 0) {
+        rc = cf_error_set(err, CF_ERR_STATE,
+                          "server certificate: the issuing CA expires within %d days: "
+                          "roll it over (certfleet ca rollover)",
+                          SRV_CERT_DAYS);
+        goto out;
+    }
+    if ((org && !X509_NAME_add_entry_by_txt(subj, "O", MBSTRING_UTF8, (const unsigned char *)org,
+                                            -1, -1, 0)) ||
+        !X509_NAME_add_entry_by_txt(subj, "CN", MBSTRING_UTF8, (const unsigned char *)s->names[0],
+                                    -1, -1, 0) ||
+        !X509_set_version(x, 2) || !X509_set_subject_name(x, subj) ||
+        !X509_set_issuer_name(x, X509_get_subject_name(issuing)) ||
+        !X509_gmtime_adj(X509_getm_notBefore(x), -300) ||
+        !X509_time_adj_ex(X509_getm_notAfter(x), SRV_CERT_DAYS, 0, NULL) ||
+        !X509_set_pubkey(x, key)) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate");
+        goto out;
+    }
+    if ((rc = random_serial(x, err)) != CF_OK)
+        goto out;
+    X509V3_set_ctx(&ctx, issuing, x, NULL, NULL, 0);
+    if ((rc = add_ext(x, &ctx, NID_basic_constraints, "critical,CA:FALSE", err)) != CF_OK ||
+        (rc = add_ext(x, &ctx, NID_key_usage, "critical,digitalSignature", err)) != CF_OK ||
+        (rc = add_ext(x, &ctx, NID_ext_key_usage, "serverAuth", err)) != CF_OK ||
+        (rc = add_ext(x, &ctx, NID_subject_key_identifier, "hash", err)) != CF_OK ||
+        (rc = add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always", err)) != CF_OK ||
+        (rc = add_ext(x, &ctx, NID_subject_alt_name, san, err)) != CF_OK)
+        goto out;
+    if (X509_sign(x, ca_key, cf_key_digest(ca_key)) <= 0) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate: signing");
+        goto out;
+    }
+    *out = x;
+    x = NULL;
+out:
+    X509_NAME_free(subj);
+    X509_free(x);
+    return rc;
+}
+
+static cf_err write_pair(const char *cert_path, const char *key_path, X509 *cert, EVP_PKEY *key,
+                         cf_error *err)
+{
+    char *pem = NULL, *kpem = NULL;
+    size_t len = 0, klen = 0;
+    cf_err rc = cf_key_to_pem(key, &kpem, &klen, err);
+    if (rc == CF_OK)
+        rc = cf_fs_write_file(key_path, kpem, klen, 0600, 1, err);
+    if (rc == CF_OK)
+        rc = cf_x509_append_pem(cert, &pem, &len, err);
+    if (rc == CF_OK)
+        rc = cf_fs_write_file(cert_path, pem, len, 0600, 1, err);
+    if (kpem)
+        OPENSSL_cleanse(kpem, klen);
+    free(kpem);
+    free(pem);
+    return rc;
+}
+
+/* The server's certificate and key, reused or issued (see the file comment). */
+static cf_err server_pair(const cf_server_opts *o, cf_fleet *f, X509 **cert, EVP_PKEY **key,
+                          cf_error *err)
+{
+    char cert_path[4200], key_path[4200];
+    X509 *issuing, *root;
+    EVP_PKEY *ca_key = NULL;
+    name_set s;
+    cf_fleet_status st;
+    cf_err rc = cf_fleet_chain(f, &issuing, &root, err);
+    if (rc != CF_OK)
+        return rc;
+    names_collect(o, &s);
+    snprintf(cert_path, sizeof cert_path, "%s/keys/server.pem", o->data_dir);
+    snprintf(key_path, sizeof key_path, "%s/keys/server.key", o->data_dir);
+    if (load_stored(cert_path, key_path, cert, key) == CF_OK &&
+        stored_cert_usable(*cert, *key, issuing, &s))
+        return CF_OK;
+    X509_free(*cert);
+    EVP_PKEY_free(*key);
+    *cert = NULL;
+    *key = NULL;
+    if ((rc = cf_fleet_get_status(f, &st, err)) != CF_OK ||
+        (rc = issuing_key(f, o->data_dir, &ca_key, err)) != CF_OK ||
+        (rc = cf_key_generate(CF_KEY_P256, key, err)) != CF_OK ||
+        (rc = make_cert(issuing, ca_key, *key, st.org[0] ? st.org : NULL, &s, cert, err)) !=
+            CF_OK ||
+        (rc = write_pair(cert_path, key_path, *cert, *key, err)) != CF_OK)
+        goto out;
+out:
+    EVP_PKEY_free(ca_key);
+    if (rc != CF_OK) {
+        X509_free(*cert);
+        EVP_PKEY_free(*key);
+        *cert = NULL;
+        *key = NULL;
+    }
+    return rc;
+}
+
+/* Client certificates are requested, never required here: whether a request needs one,
+ * and which, is the handler's decision (EST enrollment versus cacerts). */
+static int verify_accept(int preverify_ok, X509_STORE_CTX *ctx)
+{
+    return 1;
+}
+
+cf_err srv_tls_context(const cf_server_opts *o, SSL_CTX **out, cf_error *err)
+{
+    cf_fleet *f = NULL;
+    X509 *cert = NULL, *issuing, *root;
+    EVP_PKEY *key = NULL;
+    SSL_CTX *ctx = NULL;
+    cf_err rc = cf_fleet_open(o->data_dir, o->store_url, &f, err);
+    if (rc != CF_OK || (rc = server_pair(o, f, &cert, &key, err)) != CF_OK ||
+        (rc = cf_fleet_chain(f, &issuing, &root, err)) != CF_OK)
+        goto out;
+    X509_STORE *trust;
+    if (!(ctx = SSL_CTX_new(TLS_server_method())) ||
+        !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+        !SSL_CTX_set_cipher_list(ctx, tls12_ciphers) || !SSL_CTX_use_certificate(ctx, cert) ||
+        !SSL_CTX_use_PrivateKey(ctx, key) || !SSL_CTX_add1_chain_cert(ctx, issuing) ||
+        !SSL_CTX_check_private_key(ctx) || !(trust = SSL_CTX_get_cert_store(ctx)) ||
+        !X509_STORE_add_cert(trust, root) || !X509_STORE_add_cert(trust, issuing) ||
+        !SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"certfleet", 9)) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "TLS context");
+        goto out;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_accept);
+    *out = ctx;
+    ctx = NULL;
+out:
+    SSL_CTX_free(ctx);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    cf_fleet_close(f);
+    if (rc != CF_OK)
+        cf_error_prefix(err, "server certificate");
+    return rc;
+}
