@@ -390,30 +390,48 @@ out:
     return rc;
 }
 
+/* The store's record of x, issued by the loaded issuer (rec's strings and DER are new:
+ * cert_rec_free). */
+static cf_err cert_rec_fill(cf_fleet *f, X509 *x, const char *serial, const char *device_id,
+                            int64_t owner_id, cf_cert_rec *rec, cf_error *err)
+{
+    memset(rec, 0, sizeof *rec);
+    cf_err rc = cf_x509_to_der(x, &rec->der, &rec->der_len, err);
+    if (rc != CF_OK)
+        return rc;
+    snprintf(rec->serial, sizeof rec->serial, "%s", serial);
+    rec->ca_id = f->issuer_ca_id;
+    rec->device_id = (char *)device_id;
+    rec->owner_id = owner_id;
+    rec->subject = cf_x509_subject_line(x);
+    rec->not_before = cf_x509_not_before(x);
+    rec->not_after = cf_x509_not_after(x);
+    rec->issued_us = cf_time_now_us();
+    rec->status = CF_CERT_GOOD;
+    rec->reason = -1;
+    return CF_OK;
+}
+
+static void cert_rec_free(cf_cert_rec *rec)
+{
+    free(rec->subject);
+    OPENSSL_free(rec->der);
+}
+
 /* Inside the caller's transaction: the device (created or made active), the certificate
  * and the audit record. */
 static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
 {
     const cf_issue_req *req = p->req;
-    cf_cert_rec rec = {0};
+    cf_cert_rec rec;
     json_t *details = NULL;
     cf_device_state state;
     int64_t owner_id = 0;
     char owner[256];
     int created = 0;
-    cf_err rc = cf_x509_to_der(p->x, &rec.der, &rec.der_len, err);
+    cf_err rc = cert_rec_fill(f, p->x, p->serial, req->device_id, p->owner_id, &rec, err);
     if (rc != CF_OK)
         return rc;
-    snprintf(rec.serial, sizeof rec.serial, "%s", p->serial);
-    rec.ca_id = f->issuer_ca_id;
-    rec.device_id = (char *)req->device_id;
-    rec.owner_id = p->owner_id;
-    rec.subject = cf_x509_subject_line(p->x);
-    rec.not_before = cf_x509_not_before(p->x);
-    rec.not_after = cf_x509_not_after(p->x);
-    rec.issued_us = cf_time_now_us();
-    rec.status = CF_CERT_GOOD;
-    rec.reason = -1;
 
     if (!p->device_exists)
         rc = cf_store_device_ensure(f->st, req->device_id, CF_DEVICE_ACTIVE, &created, err);
@@ -440,8 +458,7 @@ static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
         rc = cf_audit_append(f->st, req->actor, "cert.issue", req->device_id, details, NULL, err);
     }
     json_decref(details);
-    free(rec.subject);
-    OPENSSL_free(rec.der);
+    cert_rec_free(&rec);
     return rc;
 }
 
@@ -515,6 +532,46 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
         X509_free(ps[i].x);
     free(ps);
     return CF_OK;
+}
+
+cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names,
+                                  int nnames, int days, const char *actor, X509 **out,
+                                  cf_error *err)
+{
+    char serial[CF_SERIAL_HEX_MAX];
+    X509 *x = NULL;
+    cf_cert_rec rec = {0};
+    json_t *details = NULL, *jnames = json_array();
+    cf_err rc = load_issuer(f, err);
+    if (rc == CF_OK)
+        rc = cf_issuer_sign_server(f->issuer, pub, f->org, names, nnames, days, &x, serial, err);
+    if (rc == CF_OK)
+        rc = cert_rec_fill(f, x, serial, NULL, 0, &rec, err);
+    if (rc != CF_OK)
+        goto out;
+    for (int i = 0; i < nnames; i++)
+        json_array_append_new(jnames, json_string(names[i]));
+    details = json_pack("{s:s, s:O, s:I}", "serial", serial, "names", jnames, "not_after",
+                        (json_int_t)rec.not_after);
+    if ((rc = cf_store_begin(f->st, err)) != CF_OK)
+        goto out;
+    rc = cf_store_cert_insert(f->st, &rec, err);
+    if (rc == CF_OK)
+        rc = cf_audit_append(f->st, actor, "cert.issue_server", names[0], details, NULL, err);
+    if (rc == CF_OK)
+        rc = cf_store_commit(f->st, err);
+    else
+        cf_store_rollback(f->st);
+    if (rc == CF_OK) {
+        *out = x;
+        x = NULL;
+    }
+out:
+    json_decref(details);
+    json_decref(jnames);
+    cert_rec_free(&rec);
+    X509_free(x);
+    return rc;
 }
 
 /* ---- chain and status ---- */

@@ -69,6 +69,14 @@ typedef struct {
 cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
                             cf_issue_result *results, cf_error *err);
 
+/* A TLS server certificate for certfleet's own listeners: pub's certificate from the
+ * issuing CA for names (CN names[0], SAN each; see cf_issuer_sign_server), recorded in the
+ * store like any certificate (so revocation covers it) and audited (cert.issue_server).
+ * *out: X509_free. */
+cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names,
+                                  int nnames, int days, const char *actor, X509 **out,
+                                  cf_error *err);
+
 /* The issuing chain, issuing CA first then root, as PEM. *pem: free(). */
 cf_err cf_fleet_chain_pem(cf_fleet *f, char **pem, size_t *len, cf_error *err);
 

@@ -1,5 +1,6 @@
 #include "pki/x509.h"
 
+#include <arpa/inet.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -355,6 +356,106 @@ cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
                                   char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
 {
     return sign_device(iss, NULL, spki, profile, out, serial_hex, err);
+}
+
+static int add_server_exts(X509 *x, const char *const *names, int nnames)
+{
+    int ok = 0;
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
+    GENERAL_NAMES *san = GENERAL_NAMES_new();
+    if (!bc || !ku || !eku || !san)
+        goto out;
+    for (int i = 0; i < nnames; i++) {
+        unsigned char bin[16];
+        ASN1_OCTET_STRING *ip = NULL;
+        GENERAL_NAME *gn = GENERAL_NAME_new();
+        int len = inet_pton(AF_INET, names[i], bin) == 1    ? 4
+                  : inet_pton(AF_INET6, names[i], bin) == 1 ? 16
+                                                            : 0;
+        if (!gn)
+            goto out;
+        if (len) {
+            if (!(ip = ASN1_OCTET_STRING_new()) || !ASN1_OCTET_STRING_set(ip, bin, len)) {
+                ASN1_OCTET_STRING_free(ip);
+                GENERAL_NAME_free(gn);
+                goto out;
+            }
+            GENERAL_NAME_set0_value(gn, GEN_IPADD, ip);
+        } else {
+            ASN1_IA5STRING *dns = ASN1_IA5STRING_new();
+            if (!dns || !ASN1_STRING_set(dns, names[i], -1)) {
+                ASN1_IA5STRING_free(dns);
+                GENERAL_NAME_free(gn);
+                goto out;
+            }
+            GENERAL_NAME_set0_value(gn, GEN_DNS, dns);
+        }
+        if (!sk_GENERAL_NAME_push(san, gn)) {
+            GENERAL_NAME_free(gn);
+            goto out;
+        }
+    }
+    bc->ca = 0;
+    ok = X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT) &&
+         ASN1_BIT_STRING_set_bit(ku, 0, 1) &&
+         X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT) &&
+         sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth)) &&
+         X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT) &&
+         X509_add1_ext_i2d(x, NID_subject_alt_name, san, 0, X509V3_ADD_DEFAULT);
+out:
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+    sk_ASN1_OBJECT_free(eku);
+    GENERAL_NAMES_free(san);
+    return ok;
+}
+
+cf_err cf_issuer_sign_server(cf_issuer *iss, EVP_PKEY *pub, const char *org,
+                             const char *const *names, int nnames, int days, X509 **out,
+                             char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+{
+    X509 *x = X509_new();
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    ASN1_OCTET_STRING *ski = NULL;
+    cf_err rc;
+    if (!x)
+        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    if (nnames < 1) {
+        rc = cf_error_set(err, CF_ERR_INVALID, "server certificate: no host name");
+        goto fail;
+    }
+    if (!X509_set_version(x, X509_VERSION_3) || !X509_set_pubkey(x, pub) ||
+        !X509_set_issuer_name(x, X509_get_subject_name(iss->cert))) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot build server certificate");
+        goto fail;
+    }
+    if ((rc = random_serial(x, serial_hex, err)) != CF_OK ||
+        (rc = set_name(X509_get_subject_name(x), org, names[0], err)) != CF_OK ||
+        (rc = set_validity(x, iss->not_after, days, err)) != CF_OK)
+        goto fail;
+    if (!add_server_exts(x, names, nnames) || !X509_pubkey_digest(x, EVP_sha1(), md, &mdlen) ||
+        !(ski = ASN1_OCTET_STRING_new()) || !ASN1_OCTET_STRING_set(ski, md, (int)mdlen) ||
+        !X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_DEFAULT) ||
+        !X509_add_ext(x, iss->aki, -1) || !X509_add_ext(x, iss->crldp, -1) ||
+        !X509_add_ext(x, iss->aia, -1)) {
+        rc = cf_error_openssl(err, CF_ERR_INVALID,
+                              "server certificate: cannot encode the names or extensions");
+        goto fail;
+    }
+    if (issuer_sign(iss, x) <= 0) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot sign server certificate");
+        goto fail;
+    }
+    ASN1_OCTET_STRING_free(ski);
+    *out = x;
+    return CF_OK;
+fail:
+    ASN1_OCTET_STRING_free(ski);
+    X509_free(x);
+    return rc;
 }
 
 /* ---- small accessors ---- */

@@ -54,6 +54,14 @@ cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
                                   const cf_device_profile *profile, X509 **out,
                                   char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err);
 
+/* A TLS server certificate for pub: CN names[0], O org (may be NULL), SAN every name
+ * (IPv4/IPv6 literals as IP addresses, the rest as DNS names), CA:FALSE, digitalSignature,
+ * serverAuth, SKI/AKI, the issuer's CRL distribution point and AIA, validity days (clamped
+ * to the issuer's). *out: X509_free. */
+cf_err cf_issuer_sign_server(cf_issuer *iss, EVP_PKEY *pub, const char *org,
+                             const char *const *names, int nnames, int days, X509 **out,
+                             char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err);
+
 /* The serial of cert as upper-case hex. */
 void cf_x509_serial_hex(X509 *cert, char out[CF_SERIAL_HEX_MAX]);
 

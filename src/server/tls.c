@@ -4,10 +4,8 @@
  * root from EST cacerts (or the operator's `certfleet ca export`) also trusts the server.
  * It is kept in DATA/keys/server.pem with its key in DATA/keys/server.key (0600) and
  * reused while it is issued by the active issuing CA, matches its key, has more than
- * SRV_CERT_RENEW_DAYS left and names exactly the configured names.
- *
- * Signing it needs the issuing CA's key, which the fleet module does not hand out yet: the
- * two store and key calls in issuing_key() belong in fleet (cf_fleet_issue_server_cert). */
+ * SRV_CERT_RENEW_DAYS left and names exactly the configured names; else a new one is issued
+ * through the fleet (recorded and audited like every certificate). */
 #include <arpa/inet.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -114,99 +112,6 @@ static cf_err load_stored(const char *cert_path, const char *key_path, X509 **ce
     return *cert && *key ? CF_OK : CF_ERR_NOT_FOUND;
 }
 
-/* The active issuing CA's key. See the file comment: this belongs in fleet. */
-static cf_err issuing_key(cf_fleet *f, const char *data_dir, EVP_PKEY **key, cf_error *err)
-{
-    cf_ca_rec ca = {0};
-    char keydir[4200];
-    cf_err rc = cf_store_ca_active(cf_fleet_store(f), CF_CA_ISSUING, &ca, err);
-    snprintf(keydir, sizeof keydir, "%s/keys", data_dir);
-    if (rc == CF_OK)
-        rc = cf_key_load(ca.key_ref, keydir, key, err);
-    cf_ca_rec_clear(&ca);
-    return rc;
-}
-
-static cf_err add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, cf_error *err)
-{
-    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
-    int ok = ext && X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    return ok ? CF_OK : cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate: %s", value);
-}
-
-static cf_err random_serial(X509 *x, cf_error *err)
-{
-    BIGNUM *bn = BN_new();
-    cf_err rc = CF_OK;
-    /* 127 random bits: positive and non-zero with overwhelming probability. */
-    if (!bn || !BN_rand(bn, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ODD) ||
-        !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)))
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate serial");
-    BN_free(bn);
-    return rc;
-}
-
-/* A serverAuth certificate for key, CN the first name, SANs every name. */
-static cf_err make_cert(X509 *issuing, EVP_PKEY *ca_key, EVP_PKEY *key, const char *org,
-                        const name_set *s, X509 **out, cf_error *err)
-{
-    X509 *x = X509_new();
-    X509_NAME *subj = X509_NAME_new();
-    X509V3_CTX ctx;
-    char san[4096] = "";
-    cf_err rc = CF_OK;
-    if (!x || !subj)
-        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < s->n; i++) {
-        unsigned char bin[16];
-        int len;
-        size_t used = strlen(san);
-        snprintf(san + used, sizeof san - used, "%s%s:%s", i ? "," : "",
-                 name_is_ip(s->names[i], bin, &len) ? "IP" : "DNS", s->names[i]);
-    }
-    time_t not_after = time(NULL) + (time_t)SRV_CERT_DAYS * 86400;
-    if (X509_cmp_time(X509_get0_notAfter(issuing), &not_after) < 0) {
-        rc = cf_error_set(err, CF_ERR_STATE,
-                          "server certificate: the issuing CA expires within %d days: "
-                          "roll it over (certfleet ca rollover)",
-                          SRV_CERT_DAYS);
-        goto out;
-    }
-    if ((org && !X509_NAME_add_entry_by_txt(subj, "O", MBSTRING_UTF8, (const unsigned char *)org,
-                                            -1, -1, 0)) ||
-        !X509_NAME_add_entry_by_txt(subj, "CN", MBSTRING_UTF8, (const unsigned char *)s->names[0],
-                                    -1, -1, 0) ||
-        !X509_set_version(x, 2) || !X509_set_subject_name(x, subj) ||
-        !X509_set_issuer_name(x, X509_get_subject_name(issuing)) ||
-        !X509_gmtime_adj(X509_getm_notBefore(x), -300) ||
-        !X509_time_adj_ex(X509_getm_notAfter(x), SRV_CERT_DAYS, 0, NULL) ||
-        !X509_set_pubkey(x, key)) {
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate");
-        goto out;
-    }
-    if ((rc = random_serial(x, err)) != CF_OK)
-        goto out;
-    X509V3_set_ctx(&ctx, issuing, x, NULL, NULL, 0);
-    if ((rc = add_ext(x, &ctx, NID_basic_constraints, "critical,CA:FALSE", err)) != CF_OK ||
-        (rc = add_ext(x, &ctx, NID_key_usage, "critical,digitalSignature", err)) != CF_OK ||
-        (rc = add_ext(x, &ctx, NID_ext_key_usage, "serverAuth", err)) != CF_OK ||
-        (rc = add_ext(x, &ctx, NID_subject_key_identifier, "hash", err)) != CF_OK ||
-        (rc = add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always", err)) != CF_OK ||
-        (rc = add_ext(x, &ctx, NID_subject_alt_name, san, err)) != CF_OK)
-        goto out;
-    if (X509_sign(x, ca_key, cf_key_digest(ca_key)) <= 0) {
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "server certificate: signing");
-        goto out;
-    }
-    *out = x;
-    x = NULL;
-out:
-    X509_NAME_free(subj);
-    X509_free(x);
-    return rc;
-}
-
 static cf_err write_pair(const char *cert_path, const char *key_path, X509 *cert, EVP_PKEY *key,
                          cf_error *err)
 {
@@ -232,9 +137,7 @@ static cf_err server_pair(const cf_server_opts *o, cf_fleet *f, X509 **cert, EVP
 {
     char cert_path[4200], key_path[4200];
     X509 *issuing, *root;
-    EVP_PKEY *ca_key = NULL;
     name_set s;
-    cf_fleet_status st;
     cf_err rc = cf_fleet_chain(f, &issuing, &root, err);
     if (rc != CF_OK)
         return rc;
@@ -248,15 +151,20 @@ static cf_err server_pair(const cf_server_opts *o, cf_fleet *f, X509 **cert, EVP
     EVP_PKEY_free(*key);
     *cert = NULL;
     *key = NULL;
-    if ((rc = cf_fleet_get_status(f, &st, err)) != CF_OK ||
-        (rc = issuing_key(f, o->data_dir, &ca_key, err)) != CF_OK ||
-        (rc = cf_key_generate(CF_KEY_P256, key, err)) != CF_OK ||
-        (rc = make_cert(issuing, ca_key, *key, st.org[0] ? st.org : NULL, &s, cert, err)) !=
-            CF_OK ||
+    if (X509_cmp_time(X509_get0_notAfter(issuing), &(time_t){time(NULL) + SRV_CERT_DAYS * 86400}) <
+        0) {
+        rc = cf_error_set(err, CF_ERR_STATE,
+                          "server certificate: the issuing CA expires within %d days: roll it"
+                          " over",
+                          SRV_CERT_DAYS);
+        goto out;
+    }
+    if ((rc = cf_key_generate(CF_KEY_P256, key, err)) != CF_OK ||
+        (rc = cf_fleet_issue_server_cert(f, *key, s.names, s.n, SRV_CERT_DAYS, "server", cert,
+                                         err)) != CF_OK ||
         (rc = write_pair(cert_path, key_path, *cert, *key, err)) != CF_OK)
         goto out;
 out:
-    EVP_PKEY_free(ca_key);
     if (rc != CF_OK) {
         X509_free(*cert);
         EVP_PKEY_free(*key);

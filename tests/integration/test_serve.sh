@@ -148,7 +148,12 @@ openssl verify -CAfile "$T/root.pem" -untrusted "$T/issuing.pem" "$T/server.pem"
 [ "$(stat -c %a "$D/keys/server.key")" = 600 ] || fail "server key is not 0600"
 curl -sf --cacert "$T/root.pem" --resolve "cf.test:$TLS_PORT:127.0.0.1" \
     "https://cf.test:$TLS_PORT/healthz" >/dev/null || fail "curl by --server-name"
-pass "server certificate: SANs 127.0.0.1, localhost and --server-name values, serverAuth, key 0600"
+serial=$(openssl x509 -in "$T/server.pem" -noout -serial | cut -d= -f2)
+cf audit log --data "$D" --action cert.issue_server --json >"$T/issued.json"
+grep -q "\"serial\": \"$serial\"" "$T/issued.json" ||
+    fail "the server certificate $serial is not in the audit log: $(cat "$T/issued.json")"
+grep -q 'OCSP - URI:' "$T/server.txt" || fail "server certificate has no OCSP URL"
+pass "server certificate: SANs 127.0.0.1, localhost and --server-name values, serverAuth, key 0600, audited"
 
 # Client certificates are requested, not required; one from certfleet's CA is welcome.
 new_csr dev1
