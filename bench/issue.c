@@ -213,7 +213,7 @@ static int run_bench(const char *store, const char *data_dir, const char *csrs, 
      * way a certificate counts only once its transaction has committed. */
     cf_issue_req *reqs = calloc((size_t)batch, sizeof *reqs);
     cf_issue_result *res = calloc((size_t)batch, sizeof *res);
-    char (*ids)[64] = calloc((size_t)batch, sizeof *ids);
+    char(*ids)[64] = calloc((size_t)batch, sizeof *ids);
     if (!reqs || !res || !ids)
         return 1;
     double t0 = now_s(), c0 = cpu_s();

@@ -147,7 +147,7 @@ cf_err cf_audit_verify(cf_store *st, cf_audit_verify_result *res, cf_error *err)
         }
     }
     if (res->bad_seq)
-        return cf_error_set(err, CF_ERR_TAMPERED, "audit record %lld: %s",
-                            (long long)res->bad_seq, res->reason);
+        return cf_error_set(err, CF_ERR_TAMPERED, "audit record %lld: %s", (long long)res->bad_seq,
+                            res->reason);
     return CF_OK;
 }

@@ -24,10 +24,10 @@ cf_err cf_audit_append(cf_store *st, const char *actor, const char *action, cons
 void cf_audit_hash(const cf_audit_rec *rec, unsigned char out[CF_HASH_LEN]);
 
 typedef struct {
-    int64_t records;    /* records checked */
-    int64_t head_seq;   /* sequence number the head names */
-    int64_t bad_seq;    /* first bad record (0 when the chain is intact) */
-    char reason[256];   /* why it is bad */
+    int64_t records;  /* records checked */
+    int64_t head_seq; /* sequence number the head names */
+    int64_t bad_seq;  /* first bad record (0 when the chain is intact) */
+    char reason[256]; /* why it is bad */
 } cf_audit_verify_result;
 
 /* Recomputes the whole chain. CF_OK when intact; CF_ERR_TAMPERED with res->bad_seq and a

@@ -11,22 +11,22 @@
 #define CLI_MAX_ARGS 8
 
 typedef struct {
-    const char *name;     /* long option without the dashes */
-    const char *arg;      /* NULL for a flag, else the value's name in help ("FILE") */
+    const char *name; /* long option without the dashes */
+    const char *arg;  /* NULL for a flag, else the value's name in help ("FILE") */
     const char *help;
 } cli_opt_spec;
 
 typedef struct cli cli;
 
 typedef struct {
-    const char *name;     /* "ca list" */
-    const char *args;     /* positional arguments for help ("ID"), or NULL */
-    int nargs;            /* how many positional arguments it requires */
+    const char *name; /* "ca list" */
+    const char *args; /* positional arguments for help ("ID"), or NULL */
+    int nargs;        /* how many positional arguments it requires */
     const char *summary;
     const cli_opt_spec *opts; /* terminated by {NULL} */
     int (*run)(cli *c);
-    int prints_data;      /* takes --json */
-    int needs_store;      /* open the fleet before run */
+    int prints_data; /* takes --json */
+    int needs_store; /* open the fleet before run */
 } cli_cmd;
 
 struct cli {
@@ -40,7 +40,7 @@ struct cli {
     int json;
     const char *data_dir;
     const char *store_url;
-    cf_fleet *fleet;      /* open when cmd->needs_store */
+    cf_fleet *fleet; /* open when cmd->needs_store */
     char actor[128];
     cf_error err;
 };
@@ -51,8 +51,7 @@ const char *cli_opt(const cli *c, const char *name);
 int cli_flag(const cli *c, const char *name);
 /* Parses option name as an integer in [min, max]; def when absent. -1 and a usage message
  * when it is not. */
-int cli_int(cli *c, const char *name, long long min, long long max, long long def,
-            long long *out);
+int cli_int(cli *c, const char *name, long long min, long long max, long long def, long long *out);
 
 /* Prints "certfleet: WHAT: WHY" for c->err and returns 1. */
 int cli_fail(cli *c);
@@ -66,14 +65,14 @@ int cli_write_out(cli *c, const char *path, const void *data, size_t len);
 void cli_print_json(json_t *json);
 
 /* The command tables of each area. */
-extern const cli_cmd cli_cmds_core[];   /* init, status, issue */
-extern const cli_cmd cli_cmds_ca[];     /* ca ... */
-extern const cli_cmd cli_cmds_audit[];  /* audit ... */
-extern const cli_cmd cli_cmds_manifest[]; /* manifest make */
+extern const cli_cmd cli_cmds_core[];         /* init, status, issue */
+extern const cli_cmd cli_cmds_ca[];           /* ca ... */
+extern const cli_cmd cli_cmds_audit[];        /* audit ... */
+extern const cli_cmd cli_cmds_manifest[];     /* manifest make */
 extern const cli_cmd cli_cmds_manufacturer[]; /* manufacturer ... */
-extern const cli_cmd cli_cmds_onboard[];  /* onboard */
-extern const cli_cmd cli_cmds_owner[];    /* owner ... */
-extern const cli_cmd cli_cmds_device[];   /* device ... */
-extern const cli_cmd cli_cmds_serve[];    /* serve */
+extern const cli_cmd cli_cmds_onboard[];      /* onboard */
+extern const cli_cmd cli_cmds_owner[];        /* owner ... */
+extern const cli_cmd cli_cmds_device[];       /* device ... */
+extern const cli_cmd cli_cmds_serve[];        /* serve */
 
 #endif

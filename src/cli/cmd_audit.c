@@ -20,12 +20,11 @@ static int print_record(void *arg, const cf_audit_rec *r)
     cf_hex_encode(r->hash, CF_HASH_LEN, 0, hash);
     if (ls->json) {
         json_t *details = json_loads(r->details, 0, NULL);
-        json_array_append_new(ls->arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:s}", "seq",
-                                                 (json_int_t)r->seq, "time", ts, "actor",
-                                                 r->actor, "action", r->action, "object",
-                                                 r->object, "details",
-                                                 details ? details : json_string(r->details),
-                                                 "hash", hash));
+        json_array_append_new(ls->arr,
+                              json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:s}", "seq",
+                                        (json_int_t)r->seq, "time", ts, "actor", r->actor, "action",
+                                        r->action, "object", r->object, "details",
+                                        details ? details : json_string(r->details), "hash", hash));
         return 0;
     }
     printf("%6lld  %s  %-16s %-14s %-24s %s\n", (long long)r->seq, ts, r->actor, r->action,
@@ -66,8 +65,7 @@ static int run_audit_log(cli *c)
     if (until && parse_time(until, &f.until_us) < 0)
         return cli_usage(c, "--until %s: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", until);
     struct log_state ls = {.json = c->json, .arr = c->json ? json_array() : NULL};
-    if (cf_store_audit_scan(cf_fleet_store(c->fleet), &f, print_record, &ls, &c->err) !=
-        CF_OK) {
+    if (cf_store_audit_scan(cf_fleet_store(c->fleet), &f, print_record, &ls, &c->err) != CF_OK) {
         json_decref(ls.arr);
         return cli_fail(c);
     }
@@ -107,7 +105,7 @@ static const cli_opt_spec log_opts[] = {
 
 const cli_cmd cli_cmds_audit[] = {
     {"audit log", NULL, 0, "list audit records", log_opts, run_audit_log, 1, 1},
-    {"audit verify", NULL, 0, "recompute the audit hash chain and name the first bad record",
-     NULL, run_audit_verify, 1, 1},
+    {"audit verify", NULL, 0, "recompute the audit hash chain and name the first bad record", NULL,
+     run_audit_verify, 1, 1},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
 };

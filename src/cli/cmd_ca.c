@@ -27,13 +27,12 @@ static int run_ca_list(cli *c)
         time_s(cas[i].not_before, nb);
         int hsm = cf_key_ref_is_pkcs11(cas[i].key_ref);
         if (c->json)
-            json_array_append_new(
-                arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
-                               (json_int_t)cas[i].id, "name", cas[i].name, "role",
-                               cf_ca_role_name(cas[i].role), "status",
-                               cf_ca_status_name(cas[i].status), "subject", cas[i].subject,
-                               "not_before", nb, "not_after", na, "key",
-                               hsm ? "pkcs11" : "file"));
+            json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
+                                                 (json_int_t)cas[i].id, "name", cas[i].name, "role",
+                                                 cf_ca_role_name(cas[i].role), "status",
+                                                 cf_ca_status_name(cas[i].status), "subject",
+                                                 cas[i].subject, "not_before", nb, "not_after", na,
+                                                 "key", hsm ? "pkcs11" : "file"));
         else
             printf("%-4lld %-12s %-8s %-8s %-21s %s\n", (long long)cas[i].id, cas[i].name,
                    cf_ca_role_name(cas[i].role), cf_ca_status_name(cas[i].status), na,
@@ -70,7 +69,7 @@ static const cli_opt_spec export_opts[] = {
 
 const cli_cmd cli_cmds_ca[] = {
     {"ca list", NULL, 0, "list the certificate authorities", NULL, run_ca_list, 1, 1},
-    {"ca export", NULL, 0, "write the CA chain as PEM, for anyone who must trust it",
-     export_opts, run_ca_export, 1, 1},
+    {"ca export", NULL, 0, "write the CA chain as PEM, for anyone who must trust it", export_opts,
+     run_ca_export, 1, 1},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
 };

@@ -35,8 +35,9 @@ static int run_init(cli *c)
     if (cf_fleet_init(c->fleet, &o, &c->err) != CF_OK)
         return cli_fail(c);
     if (c->json) {
-        cli_print_json(json_pack("{s:s, s:s, s:s}", "store", cf_store_describe(cf_fleet_store(c->fleet)),
-                                 "root", "root-1", "issuing", "issuing-1"));
+        cli_print_json(json_pack("{s:s, s:s, s:s}", "store",
+                                 cf_store_describe(cf_fleet_store(c->fleet)), "root", "root-1",
+                                 "issuing", "issuing-1"));
     } else {
         printf("initialised %s: root CA root-1 and issuing CA issuing-1 (%s)\n",
                cf_store_describe(cf_fleet_store(c->fleet)),
@@ -74,10 +75,9 @@ static int run_status(cli *c)
         cli_print_json(json_pack("{s:s, s:s, s:I, s:I, s:o, s:{s:I, s:I}, s:{s:I}}", "store",
                                  cf_store_describe(cf_fleet_store(c->fleet)), "org", s.org,
                                  "schema_version", (json_int_t)s.schema_version, "cas",
-                                 (json_int_t)s.ca_count, "devices", dev, "certificates",
-                                 "total", (json_int_t)s.certs_total, "valid",
-                                 (json_int_t)s.certs_valid, "audit", "records",
-                                 (json_int_t)s.audit_seq));
+                                 (json_int_t)s.ca_count, "devices", dev, "certificates", "total",
+                                 (json_int_t)s.certs_total, "valid", (json_int_t)s.certs_valid,
+                                 "audit", "records", (json_int_t)s.audit_seq));
         return 0;
     }
     printf("store         %s (schema %lld)\n", cf_store_describe(cf_fleet_store(c->fleet)),
@@ -166,7 +166,8 @@ static int run_issue(cli *c)
     if (cli_flag(c, "chain") || (c->json && !cli_flag(c, "der"))) {
         X509 *issuing, *root;
         if (cf_fleet_chain(c->fleet, &issuing, &root, &c->err) != CF_OK ||
-            (cli_flag(c, "chain") && cf_x509_append_pem(issuing, &pem, &pem_len, &c->err) != CF_OK)) {
+            (cli_flag(c, "chain") &&
+             cf_x509_append_pem(issuing, &pem, &pem_len, &c->err) != CF_OK)) {
             rc = cli_fail(c);
             goto out;
         }
@@ -231,8 +232,7 @@ static const cli_opt_spec issue_opts[] = {
 };
 
 const cli_cmd cli_cmds_core[] = {
-    {"init", NULL, 0, "create the root and issuing CAs of a new store", init_opts, run_init, 1,
-     1},
+    {"init", NULL, 0, "create the root and issuing CAs of a new store", init_opts, run_init, 1, 1},
     {"status", NULL, 0, "show the fleet's state", NULL, run_status, 1, 1},
     {"issue", NULL, 0, "issue a device certificate from a CSR", issue_opts, run_issue, 1, 1},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},

@@ -13,9 +13,8 @@
 #include "core/fs.h"
 
 static const cli_cmd *const tables[] = {
-    cli_cmds_core,  cli_cmds_ca,    cli_cmds_manufacturer, cli_cmds_manifest,
-    cli_cmds_onboard, cli_cmds_owner, cli_cmds_device,     cli_cmds_audit,
-    cli_cmds_serve,
+    cli_cmds_core,  cli_cmds_ca,     cli_cmds_manufacturer, cli_cmds_manifest, cli_cmds_onboard,
+    cli_cmds_owner, cli_cmds_device, cli_cmds_audit,        cli_cmds_serve,
 };
 
 static const cli_opt_spec common_opts[] = {
@@ -57,8 +56,7 @@ int cli_usage(cli *c, const char *fmt, ...)
     return 2;
 }
 
-int cli_int(cli *c, const char *name, long long min, long long max, long long def,
-            long long *out)
+int cli_int(cli *c, const char *name, long long min, long long max, long long def, long long *out)
 {
     const char *v = cli_opt(c, name);
     if (!v) {
@@ -118,8 +116,8 @@ static void print_opts(const cli_opt_spec *opts)
 
 static void print_cmd_help(const cli_cmd *cmd)
 {
-    printf("usage: certfleet %s%s%s [options]\n\n%s\n\noptions:\n", cmd->name,
-           cmd->args ? " " : "", cmd->args ? cmd->args : "", cmd->summary);
+    printf("usage: certfleet %s%s%s [options]\n\n%s\n\noptions:\n", cmd->name, cmd->args ? " " : "",
+           cmd->args ? cmd->args : "", cmd->summary);
     print_opts(cmd->opts);
     if (cmd->prints_data)
         print_opts(json_opts);

@@ -70,19 +70,32 @@ cf_err cf_error_openssl(cf_error *err, cf_err code, const char *fmt, ...)
 const char *cf_err_name(cf_err code)
 {
     switch (code) {
-    case CF_OK: return "ok";
-    case CF_ERR_INVALID: return "invalid";
-    case CF_ERR_POLICY: return "policy";
-    case CF_ERR_NOT_FOUND: return "not_found";
-    case CF_ERR_EXISTS: return "exists";
-    case CF_ERR_STATE: return "state";
-    case CF_ERR_IO: return "io";
-    case CF_ERR_STORE: return "store";
-    case CF_ERR_UNAVAILABLE: return "unavailable";
-    case CF_ERR_CRYPTO: return "crypto";
-    case CF_ERR_TAMPERED: return "tampered";
-    case CF_ERR_NOMEM: return "nomem";
-    case CF_ERR_INTERNAL: return "internal";
+    case CF_OK:
+        return "ok";
+    case CF_ERR_INVALID:
+        return "invalid";
+    case CF_ERR_POLICY:
+        return "policy";
+    case CF_ERR_NOT_FOUND:
+        return "not_found";
+    case CF_ERR_EXISTS:
+        return "exists";
+    case CF_ERR_STATE:
+        return "state";
+    case CF_ERR_IO:
+        return "io";
+    case CF_ERR_STORE:
+        return "store";
+    case CF_ERR_UNAVAILABLE:
+        return "unavailable";
+    case CF_ERR_CRYPTO:
+        return "crypto";
+    case CF_ERR_TAMPERED:
+        return "tampered";
+    case CF_ERR_NOMEM:
+        return "nomem";
+    case CF_ERR_INTERNAL:
+        return "internal";
     }
     return "unknown";
 }

@@ -81,8 +81,8 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-cf_err cf_fs_write_file(const char *path, const void *data, size_t len, mode_t mode,
-                        int overwrite, cf_error *err)
+cf_err cf_fs_write_file(const char *path, const void *data, size_t len, mode_t mode, int overwrite,
+                        cf_error *err)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)

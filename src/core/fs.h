@@ -15,8 +15,8 @@ cf_err cf_fs_read_file(const char *path, size_t max, char **out, size_t *len, cf
 
 /* Writes data to path atomically (temporary file in the same directory, fsync, rename) with
  * the given mode; refuses to replace an existing file unless overwrite. */
-cf_err cf_fs_write_file(const char *path, const void *data, size_t len, mode_t mode,
-                        int overwrite, cf_error *err);
+cf_err cf_fs_write_file(const char *path, const void *data, size_t len, mode_t mode, int overwrite,
+                        cf_error *err);
 
 /* Creates directory path (and missing parents) with mode; an existing directory is fine but
  * gets mode applied when it was just created only. Errors name the path. */

@@ -27,8 +27,7 @@ struct cf_fleet {
     cf_csr_parser *csr_parser; /* made on first issuance */
 };
 
-cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out,
-                     cf_error *err)
+cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out, cf_error *err)
 {
     cf_fleet *f = calloc(1, sizeof *f);
     if (!f)
@@ -124,8 +123,7 @@ static cf_err ca_key_obtain(cf_fleet *f, const char *uri, cf_key_type type, cons
 
 /* Writes a generated key under DATA/keys with mode 0600; names it after the CA and its
  * key id, so a failed init never collides with the next attempt. */
-static cf_err ca_key_save(cf_fleet *f, ca_key *k, const char *ca_name, X509 *cert,
-                          cf_error *err)
+static cf_err ca_key_save(cf_fleet *f, ca_key *k, const char *ca_name, X509 *cert, cf_error *err)
 {
     if (k->ref[0])
         return CF_OK; /* in a token */
@@ -181,9 +179,9 @@ static cf_err check_not_initialised(cf_fleet *f, cf_error *err)
         return CF_OK;
     if (rc != CF_OK)
         return rc;
-    rc = cf_error_set(err, CF_ERR_STATE,
-                      "%s is already initialised for \"%s\"; nothing was changed",
-                      cf_store_describe(f->st), org);
+    rc =
+        cf_error_set(err, CF_ERR_STATE, "%s is already initialised for \"%s\"; nothing was changed",
+                     cf_store_describe(f->st), org);
     free(org);
     return rc;
 }
@@ -202,8 +200,7 @@ cf_err cf_fleet_init(cf_fleet *f, const cf_init_opts *o, cf_error *err)
     if (rc != CF_OK)
         return rc;
     if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
-        return cf_error_set(err, CF_ERR_INVALID, "base URL \"%s\": must start with http://",
-                            base);
+        return cf_error_set(err, CF_ERR_INVALID, "base URL \"%s\": must start with http://", base);
     if ((rc = ca_key_obtain(f, o->root_key, o->key_type, "root", &root, err)) != CF_OK ||
         (rc = ca_key_obtain(f, o->ca_key, o->key_type, "issuing CA", &issuing, err)) != CF_OK)
         goto out;
@@ -235,9 +232,8 @@ cf_err cf_fleet_init(cf_fleet *f, const cf_init_opts *o, cf_error *err)
                       &issuing_id, err);
     if (rc == CF_OK) {
         details = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "org", org, "key_type",
-                            o->ca_key ? "pkcs11" : cf_key_type_name(o->key_type), "root",
-                            "root-1", "issuing", "issuing-1", "hsm", o->ca_key != NULL,
-                            "base_url", base);
+                            o->ca_key ? "pkcs11" : cf_key_type_name(o->key_type), "root", "root-1",
+                            "issuing", "issuing-1", "hsm", o->ca_key != NULL, "base_url", base);
         rc = cf_audit_append(f->st, o->actor, "ca.init", "issuing-1", details, NULL, err);
     }
     if (rc == CF_OK)
@@ -328,7 +324,7 @@ typedef struct {
     X509 *x;
     char serial[CF_SERIAL_HEX_MAX];
     char keydesc[64];
-    int64_t owner_id;       /* the device's owner when signed (0: vendor) */
+    int64_t owner_id; /* the device's owner when signed (0: vendor) */
     int device_exists;
 } pending_cert;
 
@@ -353,8 +349,8 @@ static cf_err issue_prepare(cf_fleet *f, const cf_issue_req *req, pending_cert *
                             req->days);
     if (!f->csr_parser && (rc = cf_csr_parser_new(&f->csr_parser, err)) != CF_OK)
         return rc;
-    if ((rc = cf_csr_parse_check(f->csr_parser, req->csr, req->csr_len, &spki, &pub,
-                                 p->keydesc, sizeof p->keydesc, err)) != CF_OK)
+    if ((rc = cf_csr_parse_check(f->csr_parser, req->csr, req->csr_len, &spki, &pub, p->keydesc,
+                                 sizeof p->keydesc, err)) != CF_OK)
         goto out;
     if ((rc = load_issuer(f, err)) != CF_OK)
         goto out;
@@ -438,11 +434,10 @@ static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
     if (rc == CF_OK && !created) {
         /* Re-read inside the transaction: the device may have changed hands since it was
          * signed for. */
-        rc = cf_store_device_owner(f->st, req->device_id, &state, &owner_id, owner,
-                                   sizeof owner, err);
+        rc = cf_store_device_owner(f->st, req->device_id, &state, &owner_id, owner, sizeof owner,
+                                   err);
         if (rc == CF_OK && state == CF_DEVICE_DECOMMISSIONED)
-            rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned",
-                              req->device_id);
+            rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
         else if (rc == CF_OK && owner_id != p->owner_id)
             rc = cf_error_set(err, CF_ERR_STATE, "device %s changed owner during issuance",
                               req->device_id);
@@ -452,9 +447,8 @@ static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
     if (rc == CF_OK)
         rc = cf_store_cert_insert(f->st, &rec, err);
     if (rc == CF_OK) {
-        details = json_pack("{s:s, s:s, s:I, s:s}", "serial", p->serial, "device",
-                            req->device_id, "not_after", (json_int_t)rec.not_after, "key",
-                            p->keydesc);
+        details = json_pack("{s:s, s:s, s:I, s:s}", "serial", p->serial, "device", req->device_id,
+                            "not_after", (json_int_t)rec.not_after, "key", p->keydesc);
         rc = cf_audit_append(f->st, req->actor, "cert.issue", req->device_id, details, NULL, err);
     }
     json_decref(details);
@@ -534,9 +528,8 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
     return CF_OK;
 }
 
-cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names,
-                                  int nnames, int days, const char *actor, X509 **out,
-                                  cf_error *err)
+cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names, int nnames,
+                                  int days, const char *actor, X509 **out, cf_error *err)
 {
     char serial[CF_SERIAL_HEX_MAX];
     X509 *x = NULL;

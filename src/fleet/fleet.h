@@ -17,8 +17,7 @@ typedef struct cf_fleet cf_fleet;
 
 /* data_dir: where the SQLite store and key files live (created 0700 when missing).
  * store_url: NULL for sqlite:DATA/certfleet.db. */
-cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out,
-                     cf_error *err);
+cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out, cf_error *err);
 void cf_fleet_close(cf_fleet *f); /* accepts NULL */
 cf_store *cf_fleet_store(cf_fleet *f);
 
@@ -27,12 +26,12 @@ cf_store *cf_fleet_store(cf_fleet *f);
 #define CF_DEFAULT_DEVICE_DAYS 365
 
 typedef struct {
-    const char *org;          /* organisation: subject O of the CAs and of device certs */
-    cf_key_type key_type;     /* for generated CA keys */
-    const char *ca_key;       /* NULL: generate a key file; else a pkcs11: URI */
-    const char *root_key;     /* NULL: generate a key file; else a pkcs11: URI */
-    const char *base_url;     /* NULL: CF_DEFAULT_BASE_URL */
-    int device_days;          /* 0: CF_DEFAULT_DEVICE_DAYS */
+    const char *org;      /* organisation: subject O of the CAs and of device certs */
+    cf_key_type key_type; /* for generated CA keys */
+    const char *ca_key;   /* NULL: generate a key file; else a pkcs11: URI */
+    const char *root_key; /* NULL: generate a key file; else a pkcs11: URI */
+    const char *base_url; /* NULL: CF_DEFAULT_BASE_URL */
+    int device_days;      /* 0: CF_DEFAULT_DEVICE_DAYS */
     const char *actor;
 } cf_init_opts;
 
@@ -44,7 +43,7 @@ typedef struct {
     const unsigned char *csr; /* PEM or DER */
     size_t csr_len;
     const char *device_id;
-    int days;                 /* 0: the configured default */
+    int days; /* 0: the configured default */
     const char *actor;
 } cf_issue_req;
 
@@ -56,7 +55,7 @@ typedef struct {
 cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err);
 
 typedef struct {
-    X509 *cert;   /* on success: X509_free */
+    X509 *cert; /* on success: X509_free */
     cf_err rc;
     cf_error err; /* when rc != CF_OK */
 } cf_issue_result;
@@ -73,9 +72,8 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
  * issuing CA for names (CN names[0], SAN each; see cf_issuer_sign_server), recorded in the
  * store like any certificate (so revocation covers it) and audited (cert.issue_server).
  * *out: X509_free. */
-cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names,
-                                  int nnames, int days, const char *actor, X509 **out,
-                                  cf_error *err);
+cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names, int nnames,
+                                  int days, const char *actor, X509 **out, cf_error *err);
 
 /* The issuing chain, issuing CA first then root, as PEM. *pem: free(). */
 cf_err cf_fleet_chain_pem(cf_fleet *f, char **pem, size_t *len, cf_error *err);

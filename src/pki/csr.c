@@ -51,8 +51,7 @@ cf_err cf_csr_parse(const unsigned char *data, size_t len, X509_REQ **out, cf_er
     return CF_OK;
 }
 
-cf_err cf_csr_check(X509_REQ *req, EVP_PKEY **pub, char *keydesc, size_t keydesc_len,
-                    cf_error *err)
+cf_err cf_csr_check(X509_REQ *req, EVP_PKEY **pub, char *keydesc, size_t keydesc_len, cf_error *err)
 {
     EVP_PKEY *k = X509_REQ_get_pubkey(req);
     if (!k)
@@ -126,7 +125,7 @@ ASN1_SEQUENCE(cf_csr_der) = {
 
 #define DECODER_SLOTS 4
 
-struct cf_csr_parser {
+        struct cf_csr_parser {
     struct {
         char keytype[80];      /* the SPKI algorithm as OpenSSL names it */
         OSSL_DECODER_CTX *ctx; /* writes its result to key */

@@ -409,9 +409,8 @@ cf_err cf_key_check_policy(EVP_PKEY *key, char *desc, size_t desc_len, cf_error 
         if (!EVP_PKEY_get_int_param(key, OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS,
                                     &explicit))
             explicit = 0;
-        if (explicit ||
-            !EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                            &glen))
+        if (explicit || !EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                                        sizeof group, &glen))
             return cf_error_set(err, CF_ERR_POLICY,
                                 "EC key has explicit or unknown curve parameters"
                                 " (only named P-256 and P-384 are allowed)");

@@ -35,8 +35,8 @@ static cf_err set_name(X509_NAME *name, const char *org, const char *cn, cf_erro
     if ((org && *org &&
          !X509_NAME_add_entry_by_NID(name, NID_organizationName, MBSTRING_UTF8,
                                      (const unsigned char *)org, -1, -1, 0)) ||
-        !X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-                                    (const unsigned char *)cn, -1, -1, 0))
+        !X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8, (const unsigned char *)cn,
+                                    -1, -1, 0))
         return cf_error_openssl(err, CF_ERR_INVALID, "cannot encode subject name");
     return CF_OK;
 }
@@ -104,8 +104,8 @@ static cf_err make_ca(X509 *issuer, EVP_PKEY *issuer_key, EVP_PKEY *key, const c
     if ((rc = random_serial(x, NULL, err)) != CF_OK ||
         (rc = set_name(X509_get_subject_name(x), org, cn, err)) != CF_OK)
         goto fail;
-    if (!X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer)
-                                        : X509_get_subject_name(x))) {
+    if (!X509_set_issuer_name(x,
+                              issuer ? X509_get_subject_name(issuer) : X509_get_subject_name(x))) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot set issuer");
         goto fail;
     }
@@ -186,8 +186,8 @@ cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char 
     }
     snprintf(value, sizeof value, "URI:%s/crl/%s.crl", base_url, ca_name);
     iss->crldp = conf_ext(cert, NID_crl_distribution_points, value);
-    snprintf(value, sizeof value, "OCSP;URI:%s/ocsp,caIssuers;URI:%s/ca/%s.crt", base_url,
-             base_url, ca_name);
+    snprintf(value, sizeof value, "OCSP;URI:%s/ocsp,caIssuers;URI:%s/ca/%s.crt", base_url, base_url,
+             ca_name);
     iss->aia = conf_ext(cert, NID_info_access, value);
     if (!iss->aki || !iss->crldp || !iss->aia) {
         cf_issuer_free(iss);
@@ -325,8 +325,7 @@ static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki
         goto fail;
     }
     if ((rc = random_serial(x, serial_hex, err)) != CF_OK ||
-        (rc = set_name(X509_get_subject_name(x), profile->org, profile->device_id, err)) !=
-            CF_OK ||
+        (rc = set_name(X509_get_subject_name(x), profile->org, profile->device_id, err)) != CF_OK ||
         (rc = set_validity(x, iss->not_after, profile->days, err)) != CF_OK)
         goto fail;
     if (!add_device_exts(x, profile->device_id) || !X509_add_ext(x, iss->aki, -1) ||

@@ -53,8 +53,9 @@ cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[C
     if (!st->audit.locked) {
         /* An UPDATE takes the row lock in PostgreSQL (SQLite's write lock is already held):
          * appenders in every process take turns, and the chain never forks. */
-        cf_err rc = head_read(st, "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
-                              &st->audit.seq, st->audit.hash, err);
+        cf_err rc =
+            head_read(st, "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+                      &st->audit.seq, st->audit.hash, err);
         if (rc != CF_OK)
             return rc;
         st->audit.locked = 1;

@@ -44,8 +44,7 @@ static cf_err sq_exec(cf_store *st, const char *sql, cf_error *err)
     return CF_OK;
 }
 
-static cf_err sq_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out,
-                         cf_error *err)
+static cf_err sq_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out, cf_error *err)
 {
     sqlite_store *ss = (sqlite_store *)st;
     if (cached) {
@@ -184,9 +183,8 @@ cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
     ss->base.ops = &sqlite_ops;
     ss->base.kind = CF_STORE_SQLITE;
     snprintf(ss->base.desc, sizeof ss->base.desc, "sqlite:%s", path);
-    int rc = sqlite3_open_v2(path, &ss->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &ss->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         cf_error_set(err, CF_ERR_STORE, "%s: cannot open: %s", path,
                      ss->db ? sqlite3_errmsg(ss->db) : sqlite3_errstr(rc));

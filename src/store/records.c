@@ -10,7 +10,7 @@
 
 static const char *const ca_roles[] = {"root", "issuing"};
 static const char *const ca_statuses[] = {"active", "retired", "revoked"};
-static const char *const device_states[] = {"on_hold", "claimed", "active",
+static const char *const device_states[] = {"on_hold",   "claimed", "active",
                                             "suspended", "revoked", "decommissioned"};
 static const char *const cert_statuses[] = {"good", "revoked"};
 
@@ -65,7 +65,7 @@ void cf_ca_rec_clear(cf_ca_rec *rec)
     memset(rec, 0, sizeof *rec);
 }
 
-#define CA_COLUMNS                                                                             \
+#define CA_COLUMNS                                                                                 \
     "id, name, role, parent_id, subject, key_ref, der, not_before, not_after, status, created_us"
 
 static void ca_read(cf_store *st, cf_stmt *s, cf_ca_rec *r)
@@ -220,8 +220,7 @@ cf_err cf_store_device_ensure(cf_store *st, const char *id, cf_device_state stat
     return rc;
 }
 
-cf_err cf_store_device_set_state(cf_store *st, const char *id, cf_device_state state,
-                                 cf_error *err)
+cf_err cf_store_device_set_state(cf_store *st, const char *id, cf_device_state state, cf_error *err)
 {
     const struct cf_db_ops *o = st->ops;
     cf_stmt *s;

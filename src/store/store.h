@@ -57,8 +57,8 @@ typedef enum { CF_CA_ROOT, CF_CA_ISSUING } cf_ca_role;
 typedef enum { CF_CA_ACTIVE, CF_CA_RETIRED, CF_CA_REVOKED } cf_ca_status;
 
 typedef struct {
-    int64_t id;        /* assigned by the store on insert */
-    char *name;        /* unique, used in URLs: "root-1", "issuing-1" */
+    int64_t id; /* assigned by the store on insert */
+    char *name; /* unique, used in URLs: "root-1", "issuing-1" */
     cf_ca_role role;
     int64_t parent_id; /* 0 for a root */
     char *subject;     /* one-line RFC 2253 form, for display */
@@ -117,17 +117,17 @@ cf_err cf_store_device_count(cf_store *st, int64_t counts[CF_DEVICE_STATE_COUNT]
 typedef enum { CF_CERT_GOOD, CF_CERT_REVOKED } cf_cert_status;
 
 typedef struct {
-    char serial[41];   /* upper-case hex, no leading zeros beyond one byte's worth */
+    char serial[41]; /* upper-case hex, no leading zeros beyond one byte's worth */
     int64_t ca_id;
-    char *device_id;   /* NULL for certificates that name no device */
-    int64_t owner_id;  /* the device's owner when issued; 0: the vendor */
+    char *device_id;  /* NULL for certificates that name no device */
+    int64_t owner_id; /* the device's owner when issued; 0: the vendor */
     char *subject;
     int64_t not_before, not_after; /* seconds since the epoch */
     int64_t issued_us;
     unsigned char *der;
     size_t der_len;
     cf_cert_status status;
-    int reason;        /* RFC 5280 CRLReason when revoked, else -1 */
+    int reason; /* RFC 5280 CRLReason when revoked, else -1 */
     int64_t revoked_us;
 } cf_cert_rec;
 
@@ -165,13 +165,13 @@ cf_err cf_store_audit_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HAS
                            cf_error *err);
 
 typedef struct {
-    int64_t since_seq;    /* only records with seq > since_seq */
-    int64_t since_us;     /* 0: no bound */
-    int64_t until_us;     /* 0: no bound */
-    const char *actor;    /* NULL: any */
-    const char *action;   /* NULL: any; a trailing '*' matches a prefix */
-    const char *object;   /* NULL: any */
-    int64_t limit;        /* 0: no limit */
+    int64_t since_seq;  /* only records with seq > since_seq */
+    int64_t since_us;   /* 0: no bound */
+    int64_t until_us;   /* 0: no bound */
+    const char *actor;  /* NULL: any */
+    const char *action; /* NULL: any; a trailing '*' matches a prefix */
+    const char *object; /* NULL: any */
+    int64_t limit;      /* 0: no limit */
 } cf_audit_filter;
 
 /* Calls cb for each matching record in sequence order; the record is borrowed for the
@@ -256,13 +256,13 @@ cf_err cf_store_import_list(cf_store *st, int64_t manufacturer_id, int64_t limit
 
 /* A verified manifest entry on its way into the devices table (all borrowed). */
 typedef struct {
-    const char *id;          /* the secure element's unique id */
+    const char *id; /* the secure element's unique id */
     const char *batch;
-    const char *model;       /* NULL or "" : none */
-    const char *part_number; /* NULL or "" : none */
+    const char *model;              /* NULL or "" : none */
+    const char *part_number;        /* NULL or "" : none */
     const unsigned char *birth_der; /* NULL when the entry has no certificate */
     size_t birth_der_len;
-    const char *key_fpr;            /* what identifies the entry's key (see onboard.h) */
+    const char *key_fpr; /* what identifies the entry's key (see onboard.h) */
     int64_t provisioned_us;
     const unsigned char *claim_hash; /* CF_HASH_LEN bytes, or NULL */
 } cf_onboard_device;
@@ -278,8 +278,8 @@ typedef enum {
  * (INSERT ... ON CONFLICT (id) DO NOTHING: never overwritten) and says in result[i] what
  * became of it. */
 cf_err cf_store_device_onboard(cf_store *st, int64_t manufacturer_id, int64_t import_id,
-                               const cf_onboard_device *devs, size_t n,
-                               cf_onboard_result *result, cf_error *err);
+                               const cf_onboard_device *devs, size_t n, cf_onboard_result *result,
+                               cf_error *err);
 
 /* ---- owners, tokens, claims, device queries (issue 3: ownership) ---- */
 

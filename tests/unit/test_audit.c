@@ -171,8 +171,8 @@ static void test_details_are_canonical_whatever_the_key_order(void **state)
 /* The hash is the documented encoding: an outside verifier can recompute it. */
 static void test_hash_matches_documented_encoding(void **state)
 {
-    cf_audit_rec r = {.seq = 7, .time_us = 1000, .actor = "a", .action = "b", .object = "c",
-                      .details = "{}"};
+    cf_audit_rec r = {
+        .seq = 7, .time_us = 1000, .actor = "a", .action = "b", .object = "c", .details = "{}"};
     memset(r.prev_hash, 0xab, CF_HASH_LEN);
     unsigned char buf[256], *p = buf;
     memcpy(p, "certfleet-audit-v1", 18);

@@ -51,8 +51,10 @@ static void test_batch_issues_good_requests_and_fails_bad_ones_alone(void **stat
         const char *ids[5] = {"d-1", "d-2", "d 3", "d-4", "d-5"};
         for (int i = 0; i < 5; i++) {
             const char *c = i == 3 ? weak : csr;
-            reqs[i] = (cf_issue_req){.csr = (const unsigned char *)c, .csr_len = strlen(c),
-                                     .device_id = ids[i], .actor = "unit"};
+            reqs[i] = (cf_issue_req){.csr = (const unsigned char *)c,
+                                     .csr_len = strlen(c),
+                                     .device_id = ids[i],
+                                     .actor = "unit"};
         }
         cf_error err;
         assert_int_equal(cf_fleet_issue_batch(f, reqs, 5, res, &err), CF_OK);
@@ -91,8 +93,10 @@ static void test_single_issue_after_batch_continues_the_chain(void **state)
         char ids[3][16];
         for (int i = 0; i < 3; i++) {
             snprintf(ids[i], sizeof ids[i], "b-%d", i);
-            reqs[i] = (cf_issue_req){.csr = (const unsigned char *)csr, .csr_len = len,
-                                     .device_id = ids[i], .actor = "unit"};
+            reqs[i] = (cf_issue_req){.csr = (const unsigned char *)csr,
+                                     .csr_len = len,
+                                     .device_id = ids[i],
+                                     .actor = "unit"};
         }
         cf_error err;
         assert_int_equal(cf_fleet_issue_batch(f, reqs, 3, res, &err), CF_OK);
@@ -114,8 +118,11 @@ static void test_validity_beyond_the_issuing_ca_is_refused(void **state)
     size_t len = 0;
     char *csr = tu_make_csr("ec:P-256", &len);
     cf_fleet *f = fresh_fleet(TU_SQLITE);
-    cf_issue_req req = {.csr = (const unsigned char *)csr, .csr_len = len, .device_id = "long",
-                        .days = 36500, .actor = "unit"};
+    cf_issue_req req = {.csr = (const unsigned char *)csr,
+                        .csr_len = len,
+                        .device_id = "long",
+                        .days = 36500,
+                        .actor = "unit"};
     X509 *x = NULL;
     cf_error err;
     assert_int_equal(cf_fleet_issue(f, &req, &x, &err), CF_ERR_POLICY);

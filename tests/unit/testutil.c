@@ -35,8 +35,7 @@ const char *tu_fresh_store_url(int backend)
     static int counter;
     counter++;
     if (backend == TU_SQLITE) {
-        snprintf(url, sizeof url, "sqlite:%s/store-%d-%d.db", tu_tmpdir(), (int)getpid(),
-                 counter);
+        snprintf(url, sizeof url, "sqlite:%s/store-%d-%d.db", tu_tmpdir(), (int)getpid(), counter);
         return url;
     }
     const char *base = getenv("CF_TEST_PG_URL");
