@@ -65,6 +65,17 @@ cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
 /* Writes the audit head back if this transaction moved it (called by commit). */
 cf_err cf_db_audit_flush(cf_store *st, cf_error *err);
 
+/* Fills one zeroed record from the current row of s (arg: what the caller passes). */
+typedef void (*cf_db_row_fn)(cf_store *st, cf_stmt *s, void *rec, void *arg);
+/* Releases what a cf_db_row_fn put into one record. */
+typedef void (*cf_db_clear_fn)(void *rec);
+
+/* Reads every row of s into a new array of records of elem bytes (*out: free() after
+ * clearing each; *n of them), each filled by read, and ends s. On failure nothing is
+ * returned: what was read is cleared and freed. */
+cf_err cf_db_collect(cf_store *st, cf_stmt *s, size_t elem, cf_db_row_fn read, void *arg,
+                     cf_db_clear_fn clear, void **out, size_t *n, cf_error *err);
+
 /* Steps s expecting exactly one row (CF_ERR_NOT_FOUND when there is none). The caller
  * reads the columns and calls done. */
 cf_err cf_db_one(cf_store *st, cf_stmt *s, cf_error *err);

@@ -88,40 +88,31 @@ cf_err cf_store_manufacturer_get(cf_store *st, const char *name, cf_manufacturer
     return CF_OK;
 }
 
+static void manufacturer_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_manufacturer_rec *r = rec;
+    const struct cf_db_ops *o = st->ops;
+    (void)arg;
+    r->id = o->col_int64(s, 0);
+    r->name = cf_strdup(o->col_text(s, 1));
+    r->created_us = o->col_int64(s, 2);
+}
+
+static void manufacturer_list_clear(void *rec)
+{
+    cf_manufacturer_rec_clear(rec);
+}
+
 cf_err cf_store_manufacturer_list(cf_store *st, cf_manufacturer_rec **recs, size_t *n,
                                   cf_error *err)
 {
-    const struct cf_db_ops *o = st->ops;
     cf_stmt *s;
     cf_err rc =
         cf_db_prepare(st, "SELECT id, name, created_us FROM manufacturers ORDER BY name", &s, err);
     if (rc != CF_OK)
         return rc;
-    cf_manufacturer_rec *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
-        cf_manufacturer_rec *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        list[count].id = o->col_int64(s, 0);
-        list[count].name = cf_strdup(o->col_text(s, 1));
-        list[count].created_us = o->col_int64(s, 2);
-        count++;
-    }
-    o->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_manufacturer_rec_clear(&list[i]);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, manufacturer_list_row, NULL, manufacturer_list_clear,
+                         (void **)recs, n, err);
 }
 
 static cf_err delete_by(cf_store *st, const char *sql, int64_t id, cf_error *err)
@@ -202,6 +193,29 @@ cf_err cf_store_mfr_cert_insert(cf_store *st, cf_mfr_cert_rec *rec, int *created
     return rc;
 }
 
+static void mfr_cert_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_mfr_cert_rec *r = rec;
+    const struct cf_db_ops *o = st->ops;
+    r->id = o->col_int64(s, 0);
+    r->manufacturer_id = *(const int64_t *)arg;
+    r->kind = strcmp(o->col_text(s, 1), "root") == 0 ? CF_MFR_CERT_ROOT : CF_MFR_CERT_SIGNER;
+    r->x5t = cf_strdup(o->col_text(s, 2));
+    r->subject = cf_strdup(o->col_text(s, 3));
+    size_t len;
+    const unsigned char *der = o->col_blob(s, 4, &len);
+    r->der = blob_dup(der, len);
+    r->der_len = len;
+    r->not_before = o->col_int64(s, 5);
+    r->not_after = o->col_int64(s, 6);
+    r->created_us = o->col_int64(s, 7);
+}
+
+static void mfr_cert_list_clear(void *rec)
+{
+    cf_mfr_cert_rec_clear(rec);
+}
+
 cf_err cf_store_mfr_cert_list(cf_store *st, int64_t manufacturer_id, cf_mfr_cert_rec **recs,
                               size_t *n, cf_error *err)
 {
@@ -215,41 +229,8 @@ cf_err cf_store_mfr_cert_list(cf_store *st, int64_t manufacturer_id, cf_mfr_cert
     if (rc != CF_OK)
         return rc;
     o->bind_int64(s, 1, manufacturer_id);
-    cf_mfr_cert_rec *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
-        cf_mfr_cert_rec *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        cf_mfr_cert_rec *r = &list[count++];
-        memset(r, 0, sizeof *r);
-        r->id = o->col_int64(s, 0);
-        r->manufacturer_id = manufacturer_id;
-        r->kind = strcmp(o->col_text(s, 1), "root") == 0 ? CF_MFR_CERT_ROOT : CF_MFR_CERT_SIGNER;
-        r->x5t = cf_strdup(o->col_text(s, 2));
-        r->subject = cf_strdup(o->col_text(s, 3));
-        size_t len;
-        const unsigned char *der = o->col_blob(s, 4, &len);
-        r->der = blob_dup(der, len);
-        r->der_len = len;
-        r->not_before = o->col_int64(s, 5);
-        r->not_after = o->col_int64(s, 6);
-        r->created_us = o->col_int64(s, 7);
-    }
-    o->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_mfr_cert_rec_clear(&list[i]);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, mfr_cert_list_row, &manufacturer_id,
+                         mfr_cert_list_clear, (void **)recs, n, err);
 }
 
 /* ---- imports ---- */
@@ -321,6 +302,31 @@ cf_err cf_store_import_update(cf_store *st, const cf_import_rec *rec, cf_error *
     return cf_db_run(st, s, err);
 }
 
+static void import_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_import_rec *r = rec;
+    const struct cf_db_ops *o = st->ops;
+    (void)arg;
+    r->id = o->col_int64(s, 0);
+    r->manufacturer_id = o->col_int64(s, 1);
+    r->sha256 = cf_strdup(o->col_text(s, 2));
+    r->source = cf_strdup(o->col_text(s, 3));
+    r->batch = o->col_null(s, 4) ? NULL : cf_strdup(o->col_text(s, 4));
+    r->actor = cf_strdup(o->col_text(s, 5));
+    r->started_us = o->col_int64(s, 6);
+    r->finished_us = o->col_null(s, 7) ? 0 : o->col_int64(s, 7);
+    r->entries = o->col_int64(s, 8);
+    r->added = o->col_int64(s, 9);
+    r->present = o->col_int64(s, 10);
+    r->rejected = o->col_int64(s, 11);
+    r->conflicts = o->col_int64(s, 12);
+}
+
+static void import_list_clear(void *rec)
+{
+    cf_import_rec_clear(rec);
+}
+
 cf_err cf_store_import_list(cf_store *st, int64_t manufacturer_id, int64_t limit,
                             cf_import_rec **recs, size_t *n, cf_error *err)
 {
@@ -337,41 +343,8 @@ cf_err cf_store_import_list(cf_store *st, int64_t manufacturer_id, int64_t limit
     o->bind_int64(s, 1, manufacturer_id);
     o->bind_int64(s, 2, manufacturer_id);
     o->bind_int64(s, 3, limit > 0 ? limit : INT64_MAX);
-    cf_import_rec *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
-        cf_import_rec *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        cf_import_rec *r = &list[count++];
-        r->id = o->col_int64(s, 0);
-        r->manufacturer_id = o->col_int64(s, 1);
-        r->sha256 = cf_strdup(o->col_text(s, 2));
-        r->source = cf_strdup(o->col_text(s, 3));
-        r->batch = o->col_null(s, 4) ? NULL : cf_strdup(o->col_text(s, 4));
-        r->actor = cf_strdup(o->col_text(s, 5));
-        r->started_us = o->col_int64(s, 6);
-        r->finished_us = o->col_null(s, 7) ? 0 : o->col_int64(s, 7);
-        r->entries = o->col_int64(s, 8);
-        r->added = o->col_int64(s, 9);
-        r->present = o->col_int64(s, 10);
-        r->rejected = o->col_int64(s, 11);
-        r->conflicts = o->col_int64(s, 12);
-    }
-    o->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_import_rec_clear(&list[i]);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, import_list_row, NULL, import_list_clear,
+                         (void **)recs, n, err);
 }
 
 /* ---- onboarded devices ---- */

@@ -164,9 +164,24 @@ cf_err cf_store_owner_get_id(cf_store *st, int64_t id, cf_owner_rec *out, cf_err
     return rc;
 }
 
+static void owner_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_owner_rec *r = rec;
+    const struct cf_db_ops *o = st->ops;
+    (void)arg;
+    r->id = o->col_int64(s, 0);
+    r->name = cf_strdup(o->col_text(s, 1));
+    r->created_us = o->col_int64(s, 2);
+    r->devices = o->col_int64(s, 3);
+}
+
+static void owner_list_clear(void *rec)
+{
+    cf_owner_rec_clear(rec);
+}
+
 cf_err cf_store_owner_list(cf_store *st, cf_owner_rec **recs, size_t *n, cf_error *err)
 {
-    const struct cf_db_ops *o = st->ops;
     cf_stmt *s;
     cf_err rc = cf_db_prepare(st,
                               "SELECT o.id, o.name, o.created_us,"
@@ -175,32 +190,8 @@ cf_err cf_store_owner_list(cf_store *st, cf_owner_rec **recs, size_t *n, cf_erro
                               &s, err);
     if (rc != CF_OK)
         return rc;
-    cf_owner_rec *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
-        cf_owner_rec *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        cf_owner_rec *r = &list[count++];
-        r->id = o->col_int64(s, 0);
-        r->name = cf_strdup(o->col_text(s, 1));
-        r->created_us = o->col_int64(s, 2);
-        r->devices = o->col_int64(s, 3);
-    }
-    o->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_owner_rec_clear(&list[i]);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, owner_list_row, NULL, owner_list_clear,
+                         (void **)recs, n, err);
 }
 
 cf_err cf_store_owner_lock(cf_store *st, int64_t id, cf_error *err)
@@ -295,6 +286,18 @@ cf_err cf_store_token_find(cf_store *st, const unsigned char hash[CF_HASH_LEN], 
     return CF_OK;
 }
 
+static void token_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_token_rec *r = rec;
+    (void)arg;
+    token_read(st, s, r);
+}
+
+static void token_list_clear(void *rec)
+{
+    cf_token_rec_clear(rec);
+}
+
 cf_err cf_store_token_list(cf_store *st, int64_t owner_id, cf_token_rec **recs, size_t *n,
                            cf_error *err)
 {
@@ -308,28 +311,8 @@ cf_err cf_store_token_list(cf_store *st, int64_t owner_id, cf_token_rec **recs, 
         return rc;
     if (owner_id)
         st->ops->bind_int64(s, 1, owner_id);
-    cf_token_rec *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = st->ops->step(s, &row, err)) == CF_OK && row) {
-        cf_token_rec *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        token_read(st, s, &list[count++]);
-    }
-    st->ops->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_token_rec_clear(&list[i]);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, token_list_row, NULL, token_list_clear,
+                         (void **)recs, n, err);
 }
 
 cf_err cf_store_token_revoke(cf_store *st, int64_t owner_id, int64_t id, int64_t now_us,
@@ -647,6 +630,32 @@ cf_err cf_store_cert_revoke_device(cf_store *st, const char *device_id, int all_
     return CF_OK;
 }
 
+static void device_certs_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_device_cert *r = rec;
+    const struct cf_db_ops *o = st->ops;
+    (void)arg;
+    cf_device_cert *d = r;
+    memset(d, 0, sizeof *d);
+    cf_cert_rec *c = &d->cert;
+    snprintf(c->serial, sizeof c->serial, "%s", o->col_text(s, 0));
+    c->ca_id = o->col_int64(s, 1);
+    c->device_id = col_opt_text(st, s, 2);
+    c->subject = cf_strdup(o->col_text(s, 3));
+    c->not_before = o->col_int64(s, 4);
+    c->not_after = o->col_int64(s, 5);
+    c->issued_us = o->col_int64(s, 6);
+    c->status = strcmp(o->col_text(s, 7), "revoked") == 0 ? CF_CERT_REVOKED : CF_CERT_GOOD;
+    c->reason = o->col_null(s, 8) ? -1 : (int)o->col_int64(s, 8);
+    c->revoked_us = col_opt_int64(st, s, 9);
+    d->owner_id = col_opt_int64(st, s, 10);
+}
+
+static void device_certs_clear(void *rec)
+{
+    cf_cert_rec_clear(&((cf_device_cert *)rec)->cert);
+}
+
 cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs, size_t *n,
                              cf_error *err)
 {
@@ -660,39 +669,6 @@ cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert
     if (rc != CF_OK)
         return rc;
     o->bind_text(s, 1, device_id);
-    cf_device_cert *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
-        cf_device_cert *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        cf_device_cert *d = &list[count++];
-        memset(d, 0, sizeof *d);
-        cf_cert_rec *c = &d->cert;
-        snprintf(c->serial, sizeof c->serial, "%s", o->col_text(s, 0));
-        c->ca_id = o->col_int64(s, 1);
-        c->device_id = col_opt_text(st, s, 2);
-        c->subject = cf_strdup(o->col_text(s, 3));
-        c->not_before = o->col_int64(s, 4);
-        c->not_after = o->col_int64(s, 5);
-        c->issued_us = o->col_int64(s, 6);
-        c->status = strcmp(o->col_text(s, 7), "revoked") == 0 ? CF_CERT_REVOKED : CF_CERT_GOOD;
-        c->reason = o->col_null(s, 8) ? -1 : (int)o->col_int64(s, 8);
-        c->revoked_us = col_opt_int64(st, s, 9);
-        d->owner_id = col_opt_int64(st, s, 10);
-    }
-    o->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_cert_rec_clear(&list[i].cert);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, device_certs_row, NULL, device_certs_clear,
+                         (void **)recs, n, err);
 }

@@ -125,35 +125,26 @@ cf_err cf_store_ca_insert(cf_store *st, cf_ca_rec *rec, cf_error *err)
     return rc;
 }
 
+static void ca_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
+{
+    cf_ca_rec *r = rec;
+    (void)arg;
+    ca_read(st, s, r);
+}
+
+static void ca_list_clear(void *rec)
+{
+    cf_ca_rec_clear(rec);
+}
+
 cf_err cf_store_ca_list(cf_store *st, cf_ca_rec **recs, size_t *n, cf_error *err)
 {
-    const struct cf_db_ops *o = st->ops;
     cf_stmt *s;
     cf_err rc = cf_db_prepare(st, "SELECT " CA_COLUMNS " FROM cas ORDER BY id", &s, err);
     if (rc != CF_OK)
         return rc;
-    cf_ca_rec *list = NULL;
-    size_t count = 0;
-    int row;
-    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
-        cf_ca_rec *nl = realloc(list, (count + 1) * sizeof *list);
-        if (!nl) {
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        list = nl;
-        ca_read(st, s, &list[count++]);
-    }
-    o->done(s);
-    if (rc != CF_OK) {
-        for (size_t i = 0; i < count; i++)
-            cf_ca_rec_clear(&list[i]);
-        free(list);
-        return rc;
-    }
-    *recs = list;
-    *n = count;
-    return CF_OK;
+    return cf_db_collect(st, s, sizeof **recs, ca_list_row, NULL, ca_list_clear, (void **)recs, n,
+                         err);
 }
 
 static cf_err ca_fetch_one(cf_store *st, cf_stmt *s, cf_ca_rec *out, const char *what,

@@ -132,6 +132,40 @@ cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err)
     return rc;
 }
 
+cf_err cf_db_collect(cf_store *st, cf_stmt *s, size_t elem, cf_db_row_fn read, void *arg,
+                     cf_db_clear_fn clear, void **out, size_t *n, cf_error *err)
+{
+    unsigned char *list = NULL;
+    size_t count = 0, cap = 0;
+    int row;
+    cf_err rc;
+    while ((rc = st->ops->step(s, &row, err)) == CF_OK && row) {
+        if (count == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            unsigned char *nl = realloc(list, ncap * elem);
+            if (!nl) {
+                rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+                break;
+            }
+            list = nl;
+            cap = ncap;
+        }
+        memset(list + count * elem, 0, elem);
+        read(st, s, list + count * elem, arg);
+        count++;
+    }
+    st->ops->done(s);
+    if (rc != CF_OK) {
+        for (size_t i = 0; i < count; i++)
+            clear(list + i * elem);
+        free(list);
+        return rc;
+    }
+    *out = list;
+    *n = count;
+    return CF_OK;
+}
+
 cf_err cf_db_one(cf_store *st, cf_stmt *s, cf_error *err)
 {
     int row;
