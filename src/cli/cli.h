@@ -27,6 +27,7 @@ typedef struct {
     int (*run)(cli *c);
     int prints_data; /* takes --json */
     int needs_store; /* open the fleet before run */
+    int max_args;    /* when above nargs: optional positional arguments, up to this many */
 } cli_cmd;
 
 struct cli {

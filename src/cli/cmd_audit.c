@@ -104,8 +104,8 @@ static const cli_opt_spec log_opts[] = {
 };
 
 const cli_cmd cli_cmds_audit[] = {
-    {"audit log", NULL, 0, "list audit records", log_opts, run_audit_log, 1, 1},
+    {"audit log", NULL, 0, "list audit records", log_opts, run_audit_log, 1, 1, 0},
     {"audit verify", NULL, 0, "recompute the audit hash chain and name the first bad record", NULL,
-     run_audit_verify, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     run_audit_verify, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

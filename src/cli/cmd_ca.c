@@ -68,8 +68,8 @@ static const cli_opt_spec export_opts[] = {
 };
 
 const cli_cmd cli_cmds_ca[] = {
-    {"ca list", NULL, 0, "list the certificate authorities", NULL, run_ca_list, 1, 1},
+    {"ca list", NULL, 0, "list the certificate authorities", NULL, run_ca_list, 1, 1, 0},
     {"ca export", NULL, 0, "write the CA chain as PEM, for anyone who must trust it", export_opts,
-     run_ca_export, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     run_ca_export, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

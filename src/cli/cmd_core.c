@@ -232,8 +232,9 @@ static const cli_opt_spec issue_opts[] = {
 };
 
 const cli_cmd cli_cmds_core[] = {
-    {"init", NULL, 0, "create the root and issuing CAs of a new store", init_opts, run_init, 1, 1},
-    {"status", NULL, 0, "show the fleet's state", NULL, run_status, 1, 1},
-    {"issue", NULL, 0, "issue a device certificate from a CSR", issue_opts, run_issue, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+    {"init", NULL, 0, "create the root and issuing CAs of a new store", init_opts, run_init, 1, 1,
+     0},
+    {"status", NULL, 0, "show the fleet's state", NULL, run_status, 1, 1, 0},
+    {"issue", NULL, 0, "issue a device certificate from a CSR", issue_opts, run_issue, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -173,8 +173,16 @@ static int run_device_claim(cli *c)
 {
     cf_principal p;
     const char *owner = cli_opt(c, "owner"), *code = cli_opt(c, "code");
+    const char *batch = cli_opt(c, "batch");
     if (cli_principal(c, &p) != 0)
         return 1;
+    if (batch) {
+        if (c->nargs || code)
+            return cli_usage(c, "--batch claims a whole batch: no ID and no --code");
+        return claim_batch(c, &p, batch, owner);
+    }
+    if (c->nargs != 1)
+        return cli_usage(c, "expected ID (or --batch NAME)");
     if (!owner && !p.owner_id)
         return cli_usage(c, "--owner NAME is required");
     cf_claim_req req = {.device_id = c->args[0], .owner = owner, .code = code};
@@ -188,23 +196,10 @@ static int run_device_claim(cli *c)
     return 0;
 }
 
-static int run_device_claim_batch(cli *c)
-{
-    cf_principal p;
-    if (cli_principal(c, &p) != 0)
-        return 1;
-    return claim_batch(c, &p, c->args[0], cli_opt(c, "owner"));
-}
-
 static const cli_opt_spec claim_opts[] = {
     {"owner", "NAME", "the owner who gets the device"},
     {"code", "CODE", "the device's claim code (the customer's way: XX-XXXX-...)"},
-    CLI_PRINCIPAL_OPTS,
-    {NULL, NULL, NULL},
-};
-
-static const cli_opt_spec claim_batch_opts[] = {
-    {"owner", "NAME", "the owner who gets the devices"},
+    {"batch", "NAME", "claim every device of batch NAME that is on hold (instead of ID)"},
     CLI_PRINCIPAL_OPTS,
     {NULL, NULL, NULL},
 };
@@ -368,27 +363,26 @@ static const cli_opt_spec limits_opts[] = {
 
 const cli_cmd cli_cmds_device[] = {
     {"device list", NULL, 0, "list devices, filtered and paged (by id)", list_opts, run_device_list,
-     1, 1},
+     1, 1, 0},
     {"device show", "ID", 1, "show a device with its certificates and its history", scope_opts,
-     run_device_show, 1, 1},
-    {"device claim", "ID", 1,
-     "give a device on hold to an owner (the vendor's operator, or the owner with --code)",
-     claim_opts, run_device_claim, 1, 1},
-    {"device claim-batch", "BATCH", 1, "give every device of BATCH on hold to an owner",
-     claim_batch_opts, run_device_claim_batch, 1, 1},
+     run_device_show, 1, 1, 0},
+    {"device claim", "[ID]", 0,
+     "give a device (or --batch) on hold to an owner: by the vendor's operator, or by the"
+     " owner with --code",
+     claim_opts, run_device_claim, 1, 1, 1},
     {"device transfer", "ID", 1,
      "hand a device to another owner: its certificates are revoked, it must enroll again",
-     transfer_opts, run_device_transfer, 1, 1},
+     transfer_opts, run_device_transfer, 1, 1, 0},
     {"device suspend", "ID", 1, "suspend an active device (quarantine)", scope_opts,
-     run_device_suspend, 1, 1},
-    {"device resume", "ID", 1, "resume a suspended device", scope_opts, run_device_resume, 1, 1},
+     run_device_suspend, 1, 1, 0},
+    {"device resume", "ID", 1, "resume a suspended device", scope_opts, run_device_resume, 1, 1, 0},
     {"device decommission", "ID", 1, "retire a device for good: its certificates are revoked",
-     scope_opts, run_device_decommission, 1, 1},
+     scope_opts, run_device_decommission, 1, 1, 0},
     {"device group", "set ID NAME", 3, "put a device in group NAME (device ungroup ID: in none)",
-     scope_opts, run_device_group, 1, 1},
+     scope_opts, run_device_group, 1, 1, 0},
     {"device ungroup", "ID", 1, "take a device out of its group", scope_opts, run_device_ungroup, 1,
-     1},
+     1, 0},
     {"device claim-limits", NULL, 0, "show or set the limits on failed claims by code", limits_opts,
-     run_claim_limits, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     run_claim_limits, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -134,6 +134,6 @@ static const cli_opt_spec make_opts[] = {
 const cli_cmd cli_cmds_manifest[] = {
     {"manifest make", NULL, 0,
      "play the chip maker: signed manifest, birth certificates, device keys, claim codes",
-     make_opts, run_manifest_make, 1, 0},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     make_opts, run_manifest_make, 1, 0, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -180,11 +180,11 @@ static const cli_opt_spec add_opts[] = {
 const cli_cmd cli_cmds_manufacturer[] = {
     {"manufacturer add", NULL, 0,
      "register a chip maker's roots and manifest signers (or add certificates to one)", add_opts,
-     run_manufacturer_add, 1, 1},
-    {"manufacturer list", NULL, 0, "list the manufacturers", NULL, run_manufacturer_list, 1, 1},
+     run_manufacturer_add, 1, 1, 0},
+    {"manufacturer list", NULL, 0, "list the manufacturers", NULL, run_manufacturer_list, 1, 1, 0},
     {"manufacturer show", "NAME", 1, "a manufacturer's certificates and imports", NULL,
-     run_manufacturer_show, 1, 1},
+     run_manufacturer_show, 1, 1, 0},
     {"manufacturer remove", "NAME", 1, "remove a manufacturer (refused while devices reference it)",
-     NULL, run_manufacturer_remove, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     NULL, run_manufacturer_remove, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

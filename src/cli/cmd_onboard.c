@@ -227,6 +227,6 @@ const cli_cmd cli_cmds_onboard[] = {
     {"onboard", NULL, 0,
      "import a signed manifest: verify every entry, add the good ones on hold (exit 0 when the"
      " file was read to its end and some entry verified or was already present)",
-     onboard_opts, run_onboard, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     onboard_opts, run_onboard, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

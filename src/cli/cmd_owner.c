@@ -147,15 +147,15 @@ static const cli_opt_spec token_opts[] = {
 
 const cli_cmd cli_cmds_owner[] = {
     {"owner add", "NAME", 1, "add an owner (a customer who claims devices)", NULL, run_owner_add, 1,
-     1},
+     1, 0},
     {"owner list", NULL, 0, "list the owners with their device counts", scope_opts, run_owner_list,
-     1, 1},
+     1, 1, 0},
     {"owner token", "NAME", 1,
      "make an API token of owner NAME, or - for the vendor (printed once, stored hashed)",
-     token_opts, run_owner_token, 1, 1},
+     token_opts, run_owner_token, 1, 1, 0},
     {"owner tokens", "NAME", 1, "list the tokens of owner NAME (never the tokens themselves)",
-     scope_opts, run_owner_tokens, 1, 1},
+     scope_opts, run_owner_tokens, 1, 1, 0},
     {"owner token-revoke", "NAME ID", 2, "revoke token ID of owner NAME", scope_opts,
-     run_owner_token_revoke, 1, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     run_owner_token_revoke, 1, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -63,6 +63,6 @@ static const cli_opt_spec serve_opts[] = {
 
 const cli_cmd cli_cmds_serve[] = {
     {"serve", NULL, 0, "run the server: EST over TLS, health and metrics over HTTP", serve_opts,
-     run_serve, 0, 1},
-    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0},
+     run_serve, 0, 1, 0},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -320,9 +320,11 @@ static int run(int argc, char **argv)
         print_cmd_help(c.cmd);
         return 0;
     }
-    if (c.nargs != c.cmd->nargs)
-        return cli_usage(&c, c.cmd->nargs ? "expected %s" : "unexpected argument %s",
-                         c.cmd->nargs ? c.cmd->args : c.args[0]);
+    int max_args = c.cmd->max_args > c.cmd->nargs ? c.cmd->max_args : c.cmd->nargs;
+    if (c.nargs < c.cmd->nargs)
+        return cli_usage(&c, "expected %s", c.cmd->args);
+    if (c.nargs > max_args)
+        return cli_usage(&c, "unexpected argument %s", c.args[max_args]);
     c.json = cli_flag(&c, "json");
     c.store_url = cli_opt(&c, "store");
     c.data_dir = cli_opt(&c, "data");

@@ -72,11 +72,11 @@ A1=${R1[0]}
 run 0 device claim "$A1" --owner acme
 run 1 device claim "$A1" --owner globex
 expect_stderr "use device transfer"
-run 0 device claim-batch b2 --owner globex --json
+run 0 device claim --batch b2 --owner globex --json
 json_check 'd["claimed"] == 4'
-run 0 device claim-batch b2 --owner globex
+run 0 device claim --batch b2 --owner globex
 grep -q "nothing claimed" "$T/stdout" || fail "second batch claim: $(cat "$T/stdout")"
-run 1 device claim-batch nosuch --owner globex
+run 1 device claim --batch nosuch --owner globex
 expect_stderr "has no devices"
 run 0 device list --owner globex --batch b2 --state claimed --json
 json_check 'len(d["devices"]) == 4'

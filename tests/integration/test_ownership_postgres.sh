@@ -61,7 +61,7 @@ json_check 'd["revoked"] == 1'
     fail "transfer did not revoke $SERIAL with reason 3"
 pass "transfer revokes the previous owner's certificate (reason 3)"
 
-run 0 device claim-batch b1 --owner acme --json
+run 0 device claim --batch b1 --owner acme --json
 json_check 'd["claimed"] == 5'
 "$PY" - "$CERTFLEET" "${S[@]}" <<'EOF' || fail "paging"
 import json, subprocess, sys
