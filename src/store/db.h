@@ -65,6 +65,9 @@ cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
 /* Writes the audit head back if this transaction moved it (called by commit). */
 cf_err cf_db_audit_flush(cf_store *st, cf_error *err);
 
+/* A new copy of a column's blob (never NULL: aborts when memory is gone, as cf_strdup). */
+unsigned char *cf_db_blob_dup(const unsigned char *b, size_t len);
+
 /* Fills one zeroed record from the current row of s (arg: what the caller passes). */
 typedef void (*cf_db_row_fn)(cf_store *st, cf_stmt *s, void *rec, void *arg);
 /* Releases what a cf_db_row_fn put into one record. */

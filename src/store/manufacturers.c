@@ -14,16 +14,6 @@ const char *cf_mfr_cert_kind_name(cf_mfr_cert_kind kind)
     return mfr_cert_kinds[kind];
 }
 
-static unsigned char *blob_dup(const unsigned char *b, size_t len)
-{
-    unsigned char *d = malloc(len ? len : 1);
-    if (!d)
-        abort();
-    if (len)
-        memcpy(d, b, len);
-    return d;
-}
-
 /* Finishes a statement that returned its one row (so a cached statement can be reused). */
 static cf_err finish(cf_store *st, cf_stmt *s, cf_error *err)
 {
@@ -204,7 +194,7 @@ static void mfr_cert_list_row(cf_store *st, cf_stmt *s, void *rec, void *arg)
     r->subject = cf_strdup(o->col_text(s, 3));
     size_t len;
     const unsigned char *der = o->col_blob(s, 4, &len);
-    r->der = blob_dup(der, len);
+    r->der = cf_db_blob_dup(der, len);
     r->der_len = len;
     r->not_before = o->col_int64(s, 5);
     r->not_after = o->col_int64(s, 6);

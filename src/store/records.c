@@ -42,16 +42,6 @@ int cf_device_state_parse(const char *name)
     return parse_name(device_states, CF_DEVICE_STATE_COUNT, name);
 }
 
-static unsigned char *dup_blob(const unsigned char *b, size_t len)
-{
-    unsigned char *d = malloc(len ? len : 1);
-    if (!d)
-        abort();
-    if (len)
-        memcpy(d, b, len);
-    return d;
-}
-
 /* ---- CAs ---- */
 
 void cf_ca_rec_clear(cf_ca_rec *rec)
@@ -80,7 +70,7 @@ static void ca_read(cf_store *st, cf_stmt *s, cf_ca_rec *r)
     r->key_ref = cf_strdup(o->col_text(s, 5));
     size_t len;
     const unsigned char *der = o->col_blob(s, 6, &len);
-    r->der = dup_blob(der, len);
+    r->der = cf_db_blob_dup(der, len);
     r->der_len = len;
     r->not_before = o->col_int64(s, 7);
     r->not_after = o->col_int64(s, 8);
@@ -376,7 +366,7 @@ cf_err cf_store_cert_get(cf_store *st, const char *serial, cf_cert_rec *out, cf_
     out->issued_us = o->col_int64(s, 6);
     size_t len;
     const unsigned char *der = o->col_blob(s, 7, &len);
-    out->der = dup_blob(der, len);
+    out->der = cf_db_blob_dup(der, len);
     out->der_len = len;
     out->status = strcmp(o->col_text(s, 8), "revoked") == 0 ? CF_CERT_REVOKED : CF_CERT_GOOD;
     out->reason = o->col_null(s, 9) ? -1 : (int)o->col_int64(s, 9);

@@ -132,6 +132,16 @@ cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err)
     return rc;
 }
 
+unsigned char *cf_db_blob_dup(const unsigned char *b, size_t len)
+{
+    unsigned char *d = malloc(len ? len : 1);
+    if (!d)
+        abort();
+    if (len)
+        memcpy(d, b, len);
+    return d;
+}
+
 cf_err cf_db_collect(cf_store *st, cf_stmt *s, size_t elem, cf_db_row_fn read, void *arg,
                      cf_db_clear_fn clear, void **out, size_t *n, cf_error *err)
 {
