@@ -141,6 +141,9 @@ static int run_issue(cli *c)
 
     if (!csr_path || !device)
         return cli_usage(c, "--csr FILE and --device ID are required");
+    if (c->json && (cli_flag(c, "der") || cli_flag(c, "out")))
+        return cli_usage(c, "--json prints the certificate (PEM) within its output: it takes"
+                            " neither --der nor --out");
     if (cli_int(c, "days", 1, 36500, 0, &days) < 0)
         return 2;
     if (check_out_path(c, cli_opt(c, "out")) != 0)

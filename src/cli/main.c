@@ -124,15 +124,16 @@ static void print_cmd_help(const cli_cmd *cmd)
     print_opts(common_opts);
 }
 
-static void print_main_help(void)
+/* The command list: on stdout when asked for (--help), on stderr as a usage error. */
+static void print_main_help(FILE *out)
 {
-    printf("usage: certfleet COMMAND [options]\n\n"
-           "certfleet manages the identity of every device in an IoT fleet:\n"
-           "onboard, revoke, rotate, audit.\n\ncommands:\n");
+    fprintf(out, "usage: certfleet COMMAND [options]\n\n"
+                 "certfleet manages the identity of every device in an IoT fleet:\n"
+                 "onboard, revoke, rotate, audit.\n\ncommands:\n");
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const cli_cmd *cmd = tables[t]; cmd->name; cmd++)
-            printf("  %-22s %s\n", cmd->name, cmd->summary);
-    printf("\nRun certfleet COMMAND --help for a command's options.\n");
+            fprintf(out, "  %-22s %s\n", cmd->name, cmd->summary);
+    fprintf(out, "\nRun certfleet COMMAND --help for a command's options.\n");
 }
 
 /* ---- parsing ---- */
@@ -287,7 +288,7 @@ int main(int argc, char **argv)
         args[n++] = argv[i];
     args[n] = NULL;
     if (lead + 1 >= argc) {
-        print_main_help();
+        print_main_help(stderr);
         return 2;
     }
     return run(argc, args);
@@ -300,7 +301,7 @@ static int run(int argc, char **argv)
     char store_dir[4096];
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
-        print_main_help();
+        print_main_help(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {

@@ -29,7 +29,8 @@ cp "$T/stdout" "$T/main-help"
 expect_rc 0 cf help
 cmp -s "$T/stdout" "$T/main-help" || fail "'certfleet help' differs from --help"
 expect_rc 2 cf
-grep -q "usage: certfleet" "$T/stdout" "$T/stderr" || fail "no usage shown without a command"
+grep -q "usage: certfleet" "$T/stderr" || fail "no usage on stderr without a command"
+[ ! -s "$T/stdout" ] || fail "a usage error wrote to stdout: $(cat "$T/stdout")"
 expect_rc 0 cf --version
 grep -Eq "^certfleet [0-9]+\.[0-9]+" "$T/stdout" || fail "--version: $(cat "$T/stdout")"
 

@@ -115,6 +115,8 @@ done
 refused 2 "unknown option --frobnicate" "unknown option" cf issue --csr "$T/good.csr" --device d1 --frobnicate
 refused 2 "--csr FILE and --device ID are required" "issue without --device" cf issue --csr "$T/good.csr"
 refused 2 "needs a value" "--days without a value" cf issue --csr "$T/good.csr" --device d1 --days
+refused 2 "takes neither --der nor --out" "--json with --out" \
+    cf issue --csr "$T/good.csr" --device d1 --json --out "$T/x.pem"
 refused 2 "unexpected argument extra" "stray argument" cf issue --csr "$T/good.csr" --device d1 extra
 refused 1 "--out $T: is a directory" "--out names a directory" \
     cf issue --csr "$T/good.csr" --device d1 --out "$T"
