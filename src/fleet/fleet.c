@@ -322,11 +322,21 @@ static cf_err load_issuer(cf_fleet *f, cf_error *err)
 typedef struct {
     const cf_issue_req *req;
     X509 *x;
+    unsigned char *der; /* x's DER (OPENSSL_free) */
+    size_t der_len;
     char serial[CF_SERIAL_HEX_MAX];
     char keydesc[64];
     int64_t owner_id; /* the device's owner when signed (0: vendor) */
     int device_exists;
 } pending_cert;
+
+static void pending_clear(pending_cert *p)
+{
+    X509_free(p->x);
+    OPENSSL_free(p->der);
+    p->x = NULL;
+    p->der = NULL;
+}
 
 static cf_err issue_prepare(cf_fleet *f, const cf_issue_req *req, pending_cert *p, cf_error *err)
 {
@@ -379,7 +389,8 @@ static cf_err issue_prepare(cf_fleet *f, const cf_issue_req *req, pending_cert *
         .org = owner[0] ? owner : f->org,
         .days = days,
     };
-    rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &p->x, p->serial, err);
+    rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &p->x, &p->der, &p->der_len,
+                                    p->serial, err);
 out:
     EVP_PKEY_free(pub);
     X509_PUBKEY_free(spki);
@@ -388,11 +399,20 @@ out:
 
 /* The store's record of x, issued by the loaded issuer (rec's strings and DER are new:
  * cert_rec_free). */
-static cf_err cert_rec_fill(cf_fleet *f, X509 *x, const char *serial, const char *device_id,
-                            int64_t owner_id, cf_cert_rec *rec, cf_error *err)
+static cf_err cert_rec_fill(cf_fleet *f, X509 *x, const unsigned char *der, size_t der_len,
+                            const char *serial, const char *device_id, int64_t owner_id,
+                            cf_cert_rec *rec, cf_error *err)
 {
     memset(rec, 0, sizeof *rec);
-    cf_err rc = cf_x509_to_der(x, &rec->der, &rec->der_len, err);
+    cf_err rc = CF_OK;
+    if (der) {
+        rec->der = OPENSSL_memdup(der, der_len);
+        rec->der_len = der_len;
+        if (!rec->der)
+            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    } else {
+        rc = cf_x509_to_der(x, &rec->der, &rec->der_len, err);
+    }
     if (rc != CF_OK)
         return rc;
     snprintf(rec->serial, sizeof rec->serial, "%s", serial);
@@ -425,7 +445,8 @@ static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
     int64_t owner_id = 0;
     char owner[256];
     int created = 0;
-    cf_err rc = cert_rec_fill(f, p->x, p->serial, req->device_id, p->owner_id, &rec, err);
+    cf_err rc = cert_rec_fill(f, p->x, p->der, p->der_len, p->serial, req->device_id, p->owner_id,
+                              &rec, err);
     if (rc != CF_OK)
         return rc;
 
@@ -478,14 +499,14 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error
         rc = issue_one_txn(f, &p, err);
         if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
             break;
-        X509_free(p.x);
+        pending_clear(&p);
         rc = issue_prepare(f, req, &p, err);
     }
     if (rc == CF_OK) {
         *out = p.x;
         p.x = NULL;
     }
-    X509_free(p.x);
+    pending_clear(&p);
     return rc;
 }
 
@@ -523,7 +544,7 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
         }
     }
     for (size_t i = 0; i < n; i++)
-        X509_free(ps[i].x);
+        pending_clear(&ps[i]);
     free(ps);
     return CF_OK;
 }
@@ -539,7 +560,7 @@ cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const 
     if (rc == CF_OK)
         rc = cf_issuer_sign_server(f->issuer, pub, f->org, names, nnames, days, &x, serial, err);
     if (rc == CF_OK)
-        rc = cert_rec_fill(f, x, serial, NULL, 0, &rec, err);
+        rc = cert_rec_fill(f, x, NULL, 0, serial, NULL, 0, &rec, err);
     if (rc != CF_OK)
         goto out;
     for (int i = 0; i < nnames; i++)

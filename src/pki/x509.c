@@ -28,6 +28,12 @@ struct cf_issuer {
      * signature implementations on every init, which costs more than copying. NULL when
      * the key's implementation cannot copy contexts (then X509_sign is used). */
     EVP_MD_CTX *sign_ctx;
+    /* The signature AlgorithmIdentifier this issuer's signatures carry, as the first
+     * certificate signed the standard way set it; with sign_ctx it lets the device path
+     * sign and encode the TBSCertificate once (sign_encode). NULL until then. */
+    X509_ALGOR *alg;
+    unsigned char *alg_der;
+    int alg_der_len;
 };
 
 static cf_err set_name(X509_NAME *name, const char *org, const char *cn, cf_error *err)
@@ -169,6 +175,8 @@ cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char 
         iss->sign_ctx = EVP_MD_CTX_new();
         if (!iss->sign_ctx || EVP_DigestSignInit(iss->sign_ctx, NULL, iss->md, NULL, key) != 1) {
             EVP_MD_CTX_free(iss->sign_ctx);
+            X509_ALGOR_free(iss->alg);
+            OPENSSL_free(iss->alg_der);
             iss->sign_ctx = NULL;
             ERR_clear_error();
         }
@@ -207,6 +215,8 @@ void cf_issuer_free(cf_issuer *iss)
     X509_free(iss->cert);
     EVP_PKEY_free(iss->key);
     EVP_MD_CTX_free(iss->sign_ctx);
+    X509_ALGOR_free(iss->alg);
+    OPENSSL_free(iss->alg_der);
     X509_EXTENSION_free(iss->aki);
     X509_EXTENSION_free(iss->crldp);
     X509_EXTENSION_free(iss->aia);
@@ -309,10 +319,78 @@ static int issuer_sign(cf_issuer *iss, X509 *x)
     return X509_sign(x, iss->key, iss->md);
 }
 
+/* Signs x and returns its DER without encoding the TBSCertificate twice (X509_sign encodes
+ * it to sign it, i2d_X509 again to output it): the TBSCertificate is encoded once with
+ * OpenSSL's encoder, signed, and framed as RFC 5280 4.1 has it, Certificate ::= SEQUENCE
+ * { tbsCertificate, signatureAlgorithm, signatureValue }, from already-encoded parts; x
+ * gets the same signature. Falls back to X509_sign + i2d_X509 until the issuer knows its
+ * AlgorithmIdentifier (after its first signature) or when it cannot copy contexts. */
+static int sign_encode(cf_issuer *iss, X509 *x, unsigned char **der, size_t *der_len)
+{
+    if (!iss->alg || !iss->sign_ctx) {
+        int ok = issuer_sign(iss, x) > 0;
+        const X509_ALGOR *palg;
+        X509_get0_signature(NULL, &palg, x);
+        if (ok && iss->sign_ctx && !iss->alg && (iss->alg = X509_ALGOR_dup(palg)) != NULL &&
+            (iss->alg_der_len = i2d_X509_ALGOR(iss->alg, &iss->alg_der)) <= 0) {
+            X509_ALGOR_free(iss->alg);
+            iss->alg = NULL;
+        }
+        int n = ok ? i2d_X509(x, der) : 0;
+        *der_len = n > 0 ? (size_t)n : 0;
+        return ok && n > 0;
+    }
+    unsigned char *tbs = NULL, *sig = NULL, *out = NULL, *p;
+    size_t siglen = 0;
+    int ok = 0, tbslen, bitlen, total;
+    const ASN1_BIT_STRING *psig;
+    const X509_ALGOR *palg;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    /* The TBSCertificate names the algorithm too (RFC 5280 4.1.2.3). */
+    if (!X509_ALGOR_copy((X509_ALGOR *)X509_get0_tbs_sigalg(x), iss->alg) ||
+        (tbslen = i2d_re_X509_tbs(x, &tbs)) <= 0)
+        goto out;
+    if (!c || !EVP_MD_CTX_copy_ex(c, iss->sign_ctx) ||
+        EVP_DigestSign(c, NULL, &siglen, tbs, (size_t)tbslen) != 1 ||
+        !(sig = OPENSSL_malloc(siglen)) ||
+        EVP_DigestSign(c, sig, &siglen, tbs, (size_t)tbslen) != 1)
+        goto out;
+    X509_get0_signature(&psig, &palg, x);
+    ASN1_BIT_STRING *bs = (ASN1_BIT_STRING *)psig;
+    if (!X509_ALGOR_copy((X509_ALGOR *)palg, iss->alg) ||
+        !ASN1_BIT_STRING_set(bs, sig, (int)siglen))
+        goto out;
+    bs->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07); /* no unused bits */
+    bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    if ((bitlen = i2d_ASN1_BIT_STRING(bs, NULL)) <= 0)
+        goto out;
+    total = ASN1_object_size(1, tbslen + iss->alg_der_len + bitlen, V_ASN1_SEQUENCE);
+    if (total <= 0 || !(out = OPENSSL_malloc((size_t)total)))
+        goto out;
+    p = out;
+    ASN1_put_object(&p, 1, tbslen + iss->alg_der_len + bitlen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(p, tbs, (size_t)tbslen);
+    p += tbslen;
+    memcpy(p, iss->alg_der, (size_t)iss->alg_der_len);
+    p += iss->alg_der_len;
+    if (i2d_ASN1_BIT_STRING(bs, &p) != bitlen || p != out + total)
+        goto out;
+    *der = out;
+    *der_len = (size_t)total;
+    out = NULL;
+    ok = 1;
+out:
+    EVP_MD_CTX_free(c);
+    OPENSSL_free(tbs);
+    OPENSSL_free(sig);
+    OPENSSL_free(out);
+    return ok;
+}
+
 /* The device certificate for the subject key given either as pub or as spki. */
 static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki,
-                          const cf_device_profile *profile, X509 **out,
-                          char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+                          const cf_device_profile *profile, X509 **out, unsigned char **der,
+                          size_t *der_len, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
 {
     X509 *x = X509_new();
     cf_err rc;
@@ -333,7 +411,7 @@ static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot add certificate extensions");
         goto fail;
     }
-    if (issuer_sign(iss, x) <= 0) {
+    if (der ? !sign_encode(iss, x, der, der_len) : issuer_sign(iss, x) <= 0) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot sign certificate");
         goto fail;
     }
@@ -347,14 +425,15 @@ fail:
 cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_profile *profile,
                              X509 **out, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
 {
-    return sign_device(iss, pub, NULL, profile, out, serial_hex, err);
+    return sign_device(iss, pub, NULL, profile, out, NULL, NULL, serial_hex, err);
 }
 
 cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
-                                  const cf_device_profile *profile, X509 **out,
-                                  char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+                                  const cf_device_profile *profile, X509 **out, unsigned char **der,
+                                  size_t *der_len, char serial_hex[CF_SERIAL_HEX_MAX],
+                                  cf_error *err)
 {
-    return sign_device(iss, NULL, spki, profile, out, serial_hex, err);
+    return sign_device(iss, NULL, spki, profile, out, der, der_len, serial_hex, err);
 }
 
 static int add_server_exts(X509 *x, const char *const *names, int nnames)

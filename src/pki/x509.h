@@ -49,10 +49,13 @@ cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_prof
  * X509_REQ_get_X509_PUBKEY), which is copied into the certificate as it is encoded: the
  * issuance hot path, several times faster than re-encoding an EVP_PKEY under OpenSSL 3.0.
  * Validate the key first (cf_csr_parse_check). The certificate carries the key only in its
- * encoded form: X509_get0_pubkey on *out returns NULL; re-parse its DER for an EVP_PKEY. */
+ * encoded form: X509_get0_pubkey on *out returns NULL; re-parse its DER for an EVP_PKEY.
+ * With der non-NULL, *der (OPENSSL_free) is the certificate's DER, made while signing
+ * rather than by encoding the certificate again. */
 cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
-                                  const cf_device_profile *profile, X509 **out,
-                                  char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err);
+                                  const cf_device_profile *profile, X509 **out, unsigned char **der,
+                                  size_t *der_len, char serial_hex[CF_SERIAL_HEX_MAX],
+                                  cf_error *err);
 
 /* A TLS server certificate for pub: CN names[0], O org (may be NULL), SAN every name
  * (IPv4/IPv6 literals as IP addresses, the rest as DNS names), CA:FALSE, digitalSignature,

@@ -113,6 +113,52 @@ static void test_single_issue_after_batch_continues_the_chain(void **state)
     free(csr);
 }
 
+/* Certificates are signed and encoded in one pass (sign_encode): the stored DER must be the
+ * certificate's own encoding, and both must verify with the issuing CA's key. */
+static void test_stored_der_is_the_signed_certificate(void **state)
+{
+    size_t len = 0;
+    char *csr = tu_make_csr("ec:P-256", &len);
+    cf_fleet *f = fresh_fleet(TU_SQLITE);
+    cf_issue_req reqs[4];
+    cf_issue_result res[4];
+    char ids[4][16];
+    for (int i = 0; i < 4; i++) {
+        snprintf(ids[i], sizeof ids[i], "der-%d", i);
+        reqs[i] = (cf_issue_req){.csr = (const unsigned char *)csr,
+                                 .csr_len = len,
+                                 .device_id = ids[i],
+                                 .actor = "unit"};
+    }
+    cf_error err;
+    assert_int_equal(cf_fleet_issue_batch(f, reqs, 4, res, &err), CF_OK);
+    X509 *issuing, *root;
+    assert_int_equal(cf_fleet_chain(f, &issuing, &root, &err), CF_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(res[i].rc, CF_OK);
+        char serial[CF_SERIAL_HEX_MAX];
+        cf_x509_serial_hex(res[i].cert, serial);
+        cf_cert_rec rec;
+        assert_int_equal(cf_store_cert_get(cf_fleet_store(f), serial, &rec, &err), CF_OK);
+        unsigned char *der = NULL;
+        int n = i2d_X509(res[i].cert, &der);
+        assert_true(n > 0);
+        assert_int_equal((size_t)n, rec.der_len);
+        assert_memory_equal(der, rec.der, rec.der_len);
+        const unsigned char *p = rec.der;
+        X509 *back = d2i_X509(NULL, &p, (long)rec.der_len);
+        assert_non_null(back);
+        assert_int_equal(X509_verify(back, X509_get0_pubkey(issuing)), 1);
+        assert_int_equal(X509_verify(res[i].cert, X509_get0_pubkey(issuing)), 1);
+        X509_free(back);
+        OPENSSL_free(der);
+        cf_cert_rec_clear(&rec);
+        X509_free(res[i].cert);
+    }
+    cf_fleet_close(f);
+    free(csr);
+}
+
 static void test_validity_beyond_the_issuing_ca_is_refused(void **state)
 {
     size_t len = 0;
@@ -139,6 +185,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_issues_good_requests_and_fails_bad_ones_alone),
         cmocka_unit_test(test_single_issue_after_batch_continues_the_chain),
+        cmocka_unit_test(test_stored_der_is_the_signed_certificate),
         cmocka_unit_test(test_validity_beyond_the_issuing_ca_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
