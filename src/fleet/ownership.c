@@ -39,11 +39,12 @@ static cf_err check_role(const cf_principal *p, cf_role need, const char *what, 
                         role_verb(need), cf_role_name(p->role));
 }
 
-static cf_err check_vendor(const cf_principal *p, const char *what, cf_error *err)
+/* The vendor's own principal (no owner scope) with at least role need. */
+static cf_err check_vendor(const cf_principal *p, cf_role need, const char *what, cf_error *err)
 {
     if (p->owner_id)
         return cf_error_set(err, CF_ERR_POLICY, "%s is for the vendor's operator only", what);
-    return check_role(p, CF_ROLE_OPERATOR, what, err);
+    return check_role(p, need, what, err);
 }
 
 static int visible(const cf_principal *p, const cf_device_rec *d)
@@ -111,9 +112,7 @@ cf_err cf_fleet_owner_add(cf_fleet *f, const cf_principal *p, const char *name, 
                           cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
-    cf_err rc = check_vendor(p, "adding an owner", err);
-    if (rc == CF_OK)
-        rc = check_role(p, CF_ROLE_ADMIN, "adding an owner", err);
+    cf_err rc = check_vendor(p, CF_ROLE_ADMIN, "adding an owner", err);
     if (rc != CF_OK)
         return rc;
     if (!cf_fleet_name_valid(name))
@@ -331,9 +330,7 @@ cf_err cf_fleet_claim_limits_set(cf_fleet *f, const cf_principal *p, const cf_cl
                                  cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
-    cf_err rc = check_vendor(p, "setting claim limits", err);
-    if (rc == CF_OK)
-        rc = check_role(p, CF_ROLE_ADMIN, "setting claim limits", err);
+    cf_err rc = check_vendor(p, CF_ROLE_ADMIN, "setting claim limits", err);
     if (rc != CF_OK)
         return rc;
     cf_claim_limits v = *l;
@@ -560,7 +557,7 @@ cf_err cf_fleet_device_claim_batch(cf_fleet *f, const cf_principal *p, const cha
     char **ids = NULL;
     size_t n = 0;
     int64_t total = 0;
-    cf_err rc = check_vendor(p, "claiming a batch", err);
+    cf_err rc = check_vendor(p, CF_ROLE_OPERATOR, "claiming a batch", err);
     if (rc == CF_OK)
         rc = owner_by_name(f, owner, &o, err);
     if (rc != CF_OK)

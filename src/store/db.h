@@ -79,6 +79,10 @@ typedef void (*cf_db_clear_fn)(void *rec);
 cf_err cf_db_collect(cf_store *st, cf_stmt *s, size_t elem, cf_db_row_fn read, void *arg,
                      cf_db_clear_fn clear, void **out, size_t *n, cf_error *err);
 
+/* Steps s expecting one row and reads its first column as an integer into *out (a COUNT,
+ * a version); ends s. */
+cf_err cf_db_int64(cf_store *st, cf_stmt *s, int64_t *out, cf_error *err);
+
 /* Steps s expecting exactly one row (CF_ERR_NOT_FOUND when there is none). The caller
  * reads the columns and calls done. */
 cf_err cf_db_one(cf_store *st, cf_stmt *s, cf_error *err);

@@ -133,11 +133,7 @@ cf_err cf_store_manufacturer_devices(cf_store *st, int64_t id, int64_t *n, cf_er
     if (rc != CF_OK)
         return rc;
     st->ops->bind_int64(s, 1, id);
-    if ((rc = cf_db_one(st, s, err)) != CF_OK)
-        return rc;
-    *n = st->ops->col_int64(s, 0);
-    st->ops->done(s);
-    return CF_OK;
+    return cf_db_int64(st, s, n, err);
 }
 
 /* ---- manufacturer certificates ---- */

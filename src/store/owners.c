@@ -379,11 +379,7 @@ cf_err cf_store_claim_failures(cf_store *st, const char *device_id, int64_t owne
     else
         st->ops->bind_int64(s, 1, owner_id);
     st->ops->bind_int64(s, 2, since_us);
-    if ((rc = cf_db_one(st, s, err)) != CF_OK)
-        return rc;
-    *n = st->ops->col_int64(s, 0);
-    st->ops->done(s);
-    return CF_OK;
+    return cf_db_int64(st, s, n, err);
 }
 
 /* ---- devices ---- */
@@ -528,11 +524,7 @@ cf_err cf_store_batch_count(cf_store *st, const char *batch, int64_t *n, cf_erro
     if (rc != CF_OK)
         return rc;
     st->ops->bind_text(s, 1, batch);
-    if ((rc = cf_db_one(st, s, err)) != CF_OK)
-        return rc;
-    *n = st->ops->col_int64(s, 0);
-    st->ops->done(s);
-    return CF_OK;
+    return cf_db_int64(st, s, n, err);
 }
 
 cf_err cf_store_device_set_owner(cf_store *st, const char *id, int64_t owner_id,

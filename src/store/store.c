@@ -187,6 +187,16 @@ cf_err cf_db_one(cf_store *st, cf_stmt *s, cf_error *err)
     return rc;
 }
 
+cf_err cf_db_int64(cf_store *st, cf_stmt *s, int64_t *out, cf_error *err)
+{
+    cf_err rc = cf_db_one(st, s, err);
+    if (rc != CF_OK)
+        return rc;
+    *out = st->ops->col_int64(s, 0);
+    st->ops->done(s);
+    return CF_OK;
+}
+
 cf_err cf_store_schema_version(cf_store *st, int64_t *version, cf_error *err)
 {
     cf_stmt *s;
@@ -194,11 +204,7 @@ cf_err cf_store_schema_version(cf_store *st, int64_t *version, cf_error *err)
         cf_db_prepare(st, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &s, err);
     if (rc != CF_OK)
         return rc;
-    if ((rc = cf_db_one(st, s, err)) != CF_OK)
-        return rc;
-    *version = st->ops->col_int64(s, 0);
-    st->ops->done(s);
-    return CF_OK;
+    return cf_db_int64(st, s, version, err);
 }
 
 /* How many tables the database holds, and whether schema_migrations is one of them. */

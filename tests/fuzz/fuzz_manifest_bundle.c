@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fs.h"
 #include "fuzzutil.h"
 #include "pki/manifest.h"
 
@@ -30,22 +29,8 @@ static void fail(const char *what)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char path[4096], *root = NULL;
-    size_t root_len = 0;
-    cf_error err;
-
-    snprintf(path, sizeof path, "%s/microchip/Crypto_Authentication_Root_CA_002.crt",
-             CF_FUZZ_DATA_DIR);
-    X509 *signer = fz_make_signer(&signer_key);
-    if (!signer)
-        fail("cannot make the signer");
-    if (cf_manifest_trust_new(&trust, &err) != CF_OK ||
-        cf_fs_read_file(path, 1 << 20, &root, &root_len, &err) != CF_OK ||
-        cf_manifest_trust_add_data(trust, 0, root, root_len, &err) != CF_OK ||
-        cf_manifest_trust_add_signer(trust, signer, &err) != CF_OK)
-        fail(err.msg);
-    cf_manifest_trust_set_time(trust, TRUST_TIME);
-    free(root);
+    X509 *signer = NULL;
+    trust = fz_microchip_trust(TRUST_TIME, &signer, &signer_key);
     X509_free(signer);
     return 0;
 }

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fs.h"
 #include "fuzzutil.h"
 #include "pki/jose.h"
 #include "pki/manifest.h"
@@ -36,25 +35,14 @@ static void fail(const char *what)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char path[4096], *root = NULL, hdr[160], x5t[CF_JOSE_X5T_MAX];
-    size_t root_len = 0;
+    char hdr[160], x5t[CF_JOSE_X5T_MAX];
     cf_error err;
-
-    snprintf(path, sizeof path, "%s/microchip/Crypto_Authentication_Root_CA_002.crt",
-             CF_FUZZ_DATA_DIR);
-    X509 *signer = fz_make_signer(&signer_key);
-    if (!signer)
-        fail("cannot make the signer");
-    if (cf_manifest_trust_new(&trust, &err) != CF_OK ||
-        cf_fs_read_file(path, 1 << 20, &root, &root_len, &err) != CF_OK ||
-        cf_manifest_trust_add_data(trust, 0, root, root_len, &err) != CF_OK ||
-        cf_manifest_trust_add_signer(trust, signer, &err) != CF_OK ||
-        cf_jose_x5t_s256(signer, x5t, &err) != CF_OK)
+    X509 *signer = NULL;
+    trust = fz_microchip_trust(TRUST_TIME, &signer, &signer_key);
+    if (cf_jose_x5t_s256(signer, x5t, &err) != CF_OK)
         fail(err.msg);
-    cf_manifest_trust_set_time(trust, TRUST_TIME);
     snprintf(hdr, sizeof hdr, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"x5t#S256\":\"%s\"}", x5t);
     cf_b64url_encode((const unsigned char *)hdr, strlen(hdr), protected_b64);
-    free(root);
     X509_free(signer);
     return 0;
 }

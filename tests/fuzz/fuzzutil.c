@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fs.h"
+
 static char dir[4096];
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -96,4 +98,28 @@ X509 *fz_make_signer(EVP_PKEY **key)
     X509_NAME_free(name);
     *key = k;
     return x;
+}
+
+cf_manifest_trust *fz_microchip_trust(int64_t when, X509 **signer, EVP_PKEY **key)
+{
+    char path[4096], *root = NULL;
+    size_t root_len = 0;
+    cf_manifest_trust *trust = NULL;
+    cf_error err = {0};
+    snprintf(path, sizeof path, "%s/microchip/Crypto_Authentication_Root_CA_002.crt",
+             CF_FUZZ_DATA_DIR);
+    if (!(*signer = fz_make_signer(key))) {
+        fprintf(stderr, "fuzz: cannot make the signer\n");
+        abort();
+    }
+    if (cf_manifest_trust_new(&trust, &err) != CF_OK ||
+        cf_fs_read_file(path, 1 << 20, &root, &root_len, &err) != CF_OK ||
+        cf_manifest_trust_add_data(trust, 0, root, root_len, &err) != CF_OK ||
+        cf_manifest_trust_add_signer(trust, *signer, &err) != CF_OK) {
+        fprintf(stderr, "fuzz: trust: %s\n", err.msg);
+        abort();
+    }
+    cf_manifest_trust_set_time(trust, when);
+    free(root);
+    return trust;
 }

@@ -4,6 +4,9 @@
 
 #include <openssl/x509.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "pki/manifest.h"
 
 /* A private directory for this fuzzing process, created on the first call under $TMPDIR
  * (else /tmp) and removed at exit. Aborts when it cannot be created: a target without its
@@ -22,5 +25,11 @@ const char *fz_write_file(const char *name, const unsigned char *data, size_t le
  * signers are, and its key (*key). NULL when OpenSSL fails. Both: free with X509_free and
  * EVP_PKEY_free. */
 X509 *fz_make_signer(EVP_PKEY **key);
+
+/* A manifest trust holding Microchip's Root CA 002 (from tests/data) and a signer of
+ * fz_make_signer's, registered, with its clock at when (seconds since the epoch), so
+ * inputs the target signs get past the signature check. *signer (X509_free) and *key
+ * (EVP_PKEY_free) are that signer's. Aborts, saying what failed, when anything does. */
+cf_manifest_trust *fz_microchip_trust(int64_t when, X509 **signer, EVP_PKEY **key);
 
 #endif
