@@ -490,9 +490,12 @@ out:
     return ok;
 }
 
-cf_err cf_issuer_sign_server(cf_issuer *iss, EVP_PKEY *pub, const char *org,
-                             const char *const *names, int nnames, int days, X509 **out,
-                             char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+/* The part every certificate of certfleet's own services shares: serial, subject (O org,
+ * CN cn), validity, SKI, AKI and the signature; add puts the profile's own extensions. */
+static cf_err sign_service(cf_issuer *iss, EVP_PKEY *pub, const char *org, const char *cn, int days,
+                           int (*add)(cf_issuer *, X509 *, const void *), const void *arg,
+                           const char *what, X509 **out, char serial_hex[CF_SERIAL_HEX_MAX],
+                           cf_error *err)
 {
     X509 *x = X509_new();
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -501,30 +504,25 @@ cf_err cf_issuer_sign_server(cf_issuer *iss, EVP_PKEY *pub, const char *org,
     cf_err rc;
     if (!x)
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-    if (nnames < 1) {
-        rc = cf_error_set(err, CF_ERR_INVALID, "server certificate: no host name");
-        goto fail;
-    }
     if (!X509_set_version(x, X509_VERSION_3) || !X509_set_pubkey(x, pub) ||
         !X509_set_issuer_name(x, X509_get_subject_name(iss->cert))) {
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot build server certificate");
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot build %s", what);
         goto fail;
     }
     if ((rc = random_serial(x, serial_hex, err)) != CF_OK ||
-        (rc = set_name(X509_get_subject_name(x), org, names[0], err)) != CF_OK ||
+        (rc = set_name(X509_get_subject_name(x), org, cn, err)) != CF_OK ||
         (rc = set_validity(x, iss->not_after, days, err)) != CF_OK)
         goto fail;
-    if (!add_server_exts(x, names, nnames) || !X509_pubkey_digest(x, EVP_sha1(), md, &mdlen) ||
+    if (!add(iss, x, arg) || !X509_pubkey_digest(x, EVP_sha1(), md, &mdlen) ||
         !(ski = ASN1_OCTET_STRING_new()) || !ASN1_OCTET_STRING_set(ski, md, (int)mdlen) ||
         !X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_DEFAULT) ||
-        !X509_add_ext(x, iss->aki, -1) || !X509_add_ext(x, iss->crldp, -1) ||
-        !X509_add_ext(x, iss->aia, -1)) {
-        rc = cf_error_openssl(err, CF_ERR_INVALID,
-                              "server certificate: cannot encode the names or extensions");
+        !X509_add_ext(x, iss->aki, -1)) {
+        rc = cf_error_openssl(err, CF_ERR_INVALID, "%s: cannot encode the names or extensions",
+                              what);
         goto fail;
     }
     if (issuer_sign(iss, x) <= 0) {
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot sign server certificate");
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot sign %s", what);
         goto fail;
     }
     ASN1_OCTET_STRING_free(ski);
@@ -534,6 +532,60 @@ fail:
     ASN1_OCTET_STRING_free(ski);
     X509_free(x);
     return rc;
+}
+
+typedef struct {
+    const char *const *names;
+    int nnames;
+} server_names;
+
+static int add_server_profile(cf_issuer *iss, X509 *x, const void *arg)
+{
+    const server_names *sn = arg;
+    return add_server_exts(x, sn->names, sn->nnames) && X509_add_ext(x, iss->crldp, -1) &&
+           X509_add_ext(x, iss->aia, -1);
+}
+
+cf_err cf_issuer_sign_server(cf_issuer *iss, EVP_PKEY *pub, const char *org,
+                             const char *const *names, int nnames, int days, X509 **out,
+                             char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+{
+    if (nnames < 1)
+        return cf_error_set(err, CF_ERR_INVALID, "server certificate: no host name");
+    server_names sn = {names, nnames};
+    return sign_service(iss, pub, org, names[0], days, add_server_profile, &sn,
+                        "server certificate", out, serial_hex, err);
+}
+
+/* RFC 6960 4.2.2.2: a delegated responder's certificate carries id-kp-OCSPSigning, and with
+ * id-pkix-ocsp-nocheck (4.2.2.2.1) clients do not ask about the responder itself. */
+static int add_ocsp_profile(cf_issuer *iss, X509 *x, const void *arg)
+{
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
+    ASN1_NULL *nocheck = ASN1_NULL_new();
+    int ok = bc && ku && eku && nocheck;
+    if (ok)
+        bc->ca = 0;
+    ok = ok && X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT) &&
+         ASN1_BIT_STRING_set_bit(ku, 0, 1) &&
+         X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT) &&
+         sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_OCSP_sign)) &&
+         X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT) &&
+         X509_add1_ext_i2d(x, NID_id_pkix_OCSP_noCheck, nocheck, 0, X509V3_ADD_DEFAULT);
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+    sk_ASN1_OBJECT_free(eku);
+    ASN1_NULL_free(nocheck);
+    return ok;
+}
+
+cf_err cf_issuer_sign_ocsp(cf_issuer *iss, EVP_PKEY *pub, const char *org, int days, X509 **out,
+                           char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+{
+    return sign_service(iss, pub, org, "OCSP responder", days, add_ocsp_profile, NULL,
+                        "OCSP responder certificate", out, serial_hex, err);
 }
 
 /* ---- small accessors ---- */

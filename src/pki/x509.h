@@ -65,6 +65,12 @@ cf_err cf_issuer_sign_server(cf_issuer *iss, EVP_PKEY *pub, const char *org,
                              const char *const *names, int nnames, int days, X509 **out,
                              char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err);
 
+/* The delegated OCSP responder's certificate for pub (RFC 6960 4.2.2.2): CN "OCSP responder",
+ * O org, CA:FALSE, digitalSignature, extendedKeyUsage OCSPSigning, id-pkix-ocsp-nocheck,
+ * SKI/AKI, validity days (clamped to the issuer's). *out: X509_free. */
+cf_err cf_issuer_sign_ocsp(cf_issuer *iss, EVP_PKEY *pub, const char *org, int days, X509 **out,
+                           char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err);
+
 /* The serial of cert as upper-case hex. */
 void cf_x509_serial_hex(X509 *cert, char out[CF_SERIAL_HEX_MAX]);
 
