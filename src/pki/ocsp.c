@@ -128,6 +128,15 @@ void cf_ocsp_request_clear(cf_ocsp_request *req)
     memset(req, 0, sizeof *req);
 }
 
+/* 1 if id survives what the response does with it: a copy, written and read again. */
+static int certid_copyable(OCSP_CERTID *id)
+{
+    OCSP_CERTID *copy = OCSP_CERTID_dup(id);
+    int ok = copy && i2d_OCSP_CERTID(copy, NULL) > 0;
+    OCSP_CERTID_free(copy);
+    return ok;
+}
+
 cf_err cf_ocsp_request_parse(const cf_ocsp_responder *r, const unsigned char *der, size_t len,
                              cf_ocsp_request *out, cf_error *err)
 {
@@ -168,8 +177,10 @@ cf_err cf_ocsp_request_parse(const cf_ocsp_responder *r, const unsigned char *de
         ASN1_OBJECT *alg = NULL;
         ASN1_INTEGER *serial = NULL;
         cf_ocsp_query *q = &out->queries[i];
+        /* The response repeats each CertID: one OpenSSL reads but cannot write again (an
+         * OID in a non-minimal encoding, say) could not be answered. */
         if (!OCSP_id_get0_info(&name, &alg, &key, &serial, id) || !serial ||
-            ASN1_STRING_length(serial) > 20) {
+            ASN1_STRING_length(serial) > 20 || !certid_copyable(id)) {
             rc = cf_error_set(err, CF_ERR_INVALID, "OCSP request: CertID %d is malformed", i + 1);
             goto out;
         }

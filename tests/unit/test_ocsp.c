@@ -168,6 +168,21 @@ static void test_parse_refuses_hostile_requests(void **state)
     OPENSSL_free(der);
 }
 
+/* Found by fuzz_ocsp_request: OpenSSL reads this CertID (its hash OID is not minimally
+ * encoded) but cannot write it back, so it could never be answered. */
+static void test_parse_refuses_a_certid_that_cannot_be_repeated(void **state)
+{
+    static const char b64[] =
+        "MIGUMIGRMGowaDBmMA0GCWCGAAAAAAAAACAABCB9ysoZjzUvu23ZBlzGnwbVqNAKtW8yXnlQPZVVnS9O9AQg0IGZ"
+        "wa6Rffp5TLjCGReKOTsDG6OruPXWy75Wl3L/fwgCEQDWPfQqOlMrc/5TbxP2CT5BoiMwITAfBgkrBgEFBQcwAQIE"
+        "EgQQ/NmXt57GJlCxv4vcKEXGSg==";
+    unsigned char der[256];
+    int n = EVP_DecodeBlock(der, (const unsigned char *)b64, (int)strlen(b64));
+    assert_true(n > 0);
+    n -= 2; /* two '=' of padding */
+    assert_malformed(*state, der, (size_t)n, "CertID 1 is malformed");
+}
+
 static void test_thousand_certids_are_refused(void **state)
 {
     fixture *f = *state;
@@ -313,6 +328,7 @@ int main(void)
         T(test_parse_matches_sha1_and_sha256_certids),
         T(test_parse_leaves_an_unknown_issuer_at_zero),
         T(test_parse_refuses_hostile_requests),
+        T(test_parse_refuses_a_certid_that_cannot_be_repeated),
         T(test_thousand_certids_are_refused),
         T(test_the_most_certids_are_answered),
         T(test_openssl_reads_good),
