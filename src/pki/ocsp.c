@@ -8,38 +8,25 @@
 #include "pki/key.h"
 #include "pki/ocsp.h"
 
-/* What a CertID of one CA looks like, under each hash it may use. */
+/* What a CertID of one CA looks like, under each hash it may use, and who signs for it. */
 typedef struct {
     int64_t ca_id;
     unsigned char name_sha1[20], key_sha1[20];
     unsigned char name_sha256[32], key_sha256[32];
+    X509 *signer;
+    EVP_PKEY *key;
+    const EVP_MD *md;
 } ca_ids;
 
 struct cf_ocsp_responder {
-    X509 *cert;
-    EVP_PKEY *key;
-    const EVP_MD *md;
     ca_ids *cas;
     size_t ncas;
 };
 
-cf_err cf_ocsp_responder_new(X509 *cert, EVP_PKEY *key, cf_ocsp_responder **out, cf_error *err)
+cf_err cf_ocsp_responder_new(cf_ocsp_responder **out, cf_error *err)
 {
-    cf_ocsp_responder *r = calloc(1, sizeof *r);
-    if (!r)
+    if (!(*out = calloc(1, sizeof **out)))
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-    if (!X509_up_ref(cert)) {
-        free(r);
-        return cf_error_openssl(err, CF_ERR_CRYPTO, "OCSP responder certificate");
-    }
-    r->cert = cert;
-    if (!EVP_PKEY_up_ref(key)) {
-        cf_ocsp_responder_free(r);
-        return cf_error_openssl(err, CF_ERR_CRYPTO, "OCSP responder key");
-    }
-    r->key = key;
-    r->md = cf_key_digest(key);
-    *out = r;
     return CF_OK;
 }
 
@@ -47,19 +34,23 @@ void cf_ocsp_responder_free(cf_ocsp_responder *r)
 {
     if (!r)
         return;
-    X509_free(r->cert);
-    EVP_PKEY_free(r->key);
+    for (size_t i = 0; i < r->ncas; i++) {
+        X509_free(r->cas[i].signer);
+        EVP_PKEY_free(r->cas[i].key);
+    }
     free(r->cas);
     free(r);
 }
 
-cf_err cf_ocsp_responder_add_ca(cf_ocsp_responder *r, X509 *ca, int64_t ca_id, cf_error *err)
+cf_err cf_ocsp_responder_add_ca(cf_ocsp_responder *r, X509 *ca, int64_t ca_id, X509 *signer,
+                                EVP_PKEY *signer_key, cf_error *err)
 {
     ca_ids *grown = realloc(r->cas, (r->ncas + 1) * sizeof *grown);
     if (!grown)
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
     r->cas = grown;
     ca_ids *c = &r->cas[r->ncas];
+    memset(c, 0, sizeof *c);
     unsigned char *name = NULL;
     int name_len = i2d_X509_NAME(X509_get_subject_name(ca), &name);
     ASN1_BIT_STRING *key = X509_get0_pubkey_bitstr(ca);
@@ -74,6 +65,11 @@ cf_err cf_ocsp_responder_add_ca(cf_ocsp_responder *r, X509 *ca, int64_t ca_id, c
     OPENSSL_free(name);
     if (!ok)
         return cf_error_openssl(err, CF_ERR_CRYPTO, "OCSP: hashing CA %lld", (long long)ca_id);
+    if (!X509_up_ref(signer) || !EVP_PKEY_up_ref(signer_key))
+        return cf_error_openssl(err, CF_ERR_CRYPTO, "OCSP: responder of CA %lld", (long long)ca_id);
+    c->signer = signer;
+    c->key = signer_key;
+    c->md = cf_key_digest(signer_key);
     c->ca_id = ca_id;
     r->ncas++;
     return CF_OK;
@@ -225,6 +221,13 @@ cf_err cf_ocsp_respond(cf_ocsp_responder *r, const cf_ocsp_request *req,
                        const cf_ocsp_status *status, int64_t this_update, int64_t next_update,
                        unsigned char **der, size_t *len, cf_error *err)
 {
+    const ca_ids *signer = NULL;
+    for (size_t i = 0; !signer && i < req->n; i++)
+        for (size_t c = 0; !signer && req->queries[i].ca_id && c < r->ncas; c++)
+            if (r->cas[c].ca_id == req->queries[i].ca_id)
+                signer = &r->cas[c];
+    if (!signer)
+        return cf_error_set(err, CF_ERR_NOT_FOUND, "OCSP request: no CertID of a known issuer");
     OCSP_BASICRESP *bs = OCSP_BASICRESP_new();
     OCSP_RESPONSE *resp = NULL;
     ASN1_TIME *thisupd = ASN1_TIME_set(NULL, (time_t)this_update);
@@ -249,7 +252,7 @@ cf_err cf_ocsp_respond(cf_ocsp_responder *r, const cf_ocsp_request *req,
             goto fail;
     }
     if ((req->has_nonce && OCSP_copy_nonce(bs, req->req) <= 0) ||
-        !OCSP_basic_sign(bs, r->cert, r->key, r->md, NULL, OCSP_RESPID_KEY) ||
+        !OCSP_basic_sign(bs, signer->signer, signer->key, signer->md, NULL, OCSP_RESPID_KEY) ||
         !(resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs)))
         goto fail;
     rc = encode_response(resp, der, len, err);

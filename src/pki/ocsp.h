@@ -22,11 +22,13 @@
 
 typedef struct cf_ocsp_responder cf_ocsp_responder;
 
-/* A responder signing with cert and key (references taken). *out: cf_ocsp_responder_free. */
-cf_err cf_ocsp_responder_new(X509 *cert, EVP_PKEY *key, cf_ocsp_responder **out, cf_error *err);
+/* A responder for no CA yet. *out: cf_ocsp_responder_free. */
+cf_err cf_ocsp_responder_new(cf_ocsp_responder **out, cf_error *err);
 void cf_ocsp_responder_free(cf_ocsp_responder *r); /* accepts NULL */
-/* Adds a CA the responder answers for; ca_id is handed back in each query about it. */
-cf_err cf_ocsp_responder_add_ca(cf_ocsp_responder *r, X509 *ca, int64_t ca_id, cf_error *err);
+/* Adds a CA the responder answers for, with the delegated responder certificate and key
+ * that sign its answers (references taken); ca_id is handed back in each query about it. */
+cf_err cf_ocsp_responder_add_ca(cf_ocsp_responder *r, X509 *ca, int64_t ca_id, X509 *signer,
+                                EVP_PKEY *signer_key, cf_error *err);
 
 /* One CertID of a request. */
 typedef struct {
@@ -61,8 +63,10 @@ typedef struct {
 
 /* A signed successful response with one SingleResponse per query, in order (status[i] for
  * req->queries[i]), thisUpdate this_update and nextUpdate next_update (0: none), producedAt
- * now, the responder identified by key hash and its certificate included; the request's
- * nonce echoed when it sent one. *der: OPENSSL_free. */
+ * now, signed by the responder of the first query's CA (one response has one signer: give
+ * queries of other CAs CF_OCSP_UNKNOWN), identified by key hash, its certificate included;
+ * the request's nonce echoed when it sent one. CF_ERR_NOT_FOUND when no query is about a
+ * CA of this responder (answer unauthorized). *der: OPENSSL_free. */
 cf_err cf_ocsp_respond(cf_ocsp_responder *r, const cf_ocsp_request *req,
                        const cf_ocsp_status *status, int64_t this_update, int64_t next_update,
                        unsigned char **der, size_t *len, cf_error *err);

@@ -46,8 +46,8 @@ static int setup(void **state)
     cf_device_profile prof = {.device_id = "dev-1", .org = "Unit", .days = 10};
     assert_int_equal(
         cf_issuer_sign_device(f->iss, f->dev_key, &prof, &f->leaf, f->leaf_serial, &err), CF_OK);
-    assert_int_equal(cf_ocsp_responder_new(f->resp, f->resp_key, &f->r, &err), CF_OK);
-    assert_int_equal(cf_ocsp_responder_add_ca(f->r, f->ca, 7, &err), CF_OK);
+    assert_int_equal(cf_ocsp_responder_new(&f->r, &err), CF_OK);
+    assert_int_equal(cf_ocsp_responder_add_ca(f->r, f->ca, 7, f->resp, f->resp_key, &err), CF_OK);
     *state = f;
     return 0;
 }
