@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
+#include "api/api.h"
 #include "fleet/fleet.h"
 
 #define CLI_MAX_OPTS 32
@@ -18,6 +19,8 @@ typedef struct {
 
 typedef struct cli cli;
 
+#define CLI_OP 2 /* needs_store of a command that runs one or more operations (cli_call) */
+
 typedef struct {
     const char *name; /* "ca list" */
     const char *args; /* positional arguments for help ("ID"), or NULL */
@@ -26,7 +29,8 @@ typedef struct {
     const cli_opt_spec *opts; /* terminated by {NULL} */
     int (*run)(cli *c);
     int prints_data; /* takes --json */
-    int needs_store; /* open the fleet before run */
+    int needs_store; /* open the fleet before run; CLI_OP: and an operation on the store,
+                        which runs against --server instead when given (cli_call) */
     int max_args;    /* when above nargs: optional positional arguments, up to this many */
 } cli_cmd;
 
@@ -41,7 +45,11 @@ struct cli {
     int json;
     const char *data_dir;
     const char *store_url;
-    cf_fleet *fleet; /* open when cmd->needs_store */
+    cf_fleet *fleet;    /* open when cmd->needs_store, and not with --server */
+    const char *server; /* --server URL or $CERTFLEET_SERVER: run on that server */
+    const char *token;  /* with server: --token or $CERTFLEET_TOKEN */
+    char *trust;        /* with server: the PEM certificates its certificate must chain to */
+    size_t trust_len;
     char actor[128];
     cf_error err;
 };
@@ -65,6 +73,27 @@ int cli_write_out(cli *c, const char *path, const void *data, size_t len);
 /* Prints json (and a newline) to stdout and frees it. */
 void cli_print_json(json_t *json);
 
+/* ---- operations (call.c, remote.c) ---- */
+
+/* Runs the operation called name (src/api/api.h) with params (taken over): on the local
+ * store as the principal of --as-owner/--as-role, or on c->server with c->token. 0 and
+ * *result (new JSON) on success; else prints "certfleet: CMD: WHY" and returns the exit
+ * code. The one path of every store command, so the local and the remote run cannot
+ * drift. */
+int cli_call(cli *c, const char *name, json_t *params, json_t **result);
+/* The same, with a progress line for a long operation run on the local store. */
+int cli_call_progress(cli *c, const char *name, json_t *params, cf_api_progress_fn progress,
+                      void *arg, json_t **result);
+
+/* Sends op with params (path parameters are consumed) to c->server; upload: a file to send
+ * as the body, or NULL. On error c->err says why. */
+cf_err cli_remote_call(cli *c, const cf_api_op *op, json_t *params, const char *upload,
+                       json_t **result);
+
+/* A member of a JSON object: the string (dflt when absent or not a string), the integer. */
+const char *cli_jstr(json_t *o, const char *key, const char *dflt);
+long long cli_jint(json_t *o, const char *key);
+
 /* The command tables of each area. */
 extern const cli_cmd cli_cmds_core[];         /* init, status, issue */
 extern const cli_cmd cli_cmds_ca[];           /* ca ... */
@@ -75,5 +104,7 @@ extern const cli_cmd cli_cmds_onboard[];      /* onboard */
 extern const cli_cmd cli_cmds_owner[];        /* owner ... */
 extern const cli_cmd cli_cmds_device[];       /* device ... */
 extern const cli_cmd cli_cmds_serve[];        /* serve */
+extern const cli_cmd cli_cmds_enroll[];       /* device approve, owner policy */
+extern const cli_cmd cli_cmds_revoke[];       /* revoke, release, device readmit, crl, changes */
 
 #endif

@@ -3,37 +3,23 @@
 #include <string.h>
 #include <time.h>
 
-#include "audit/audit.h"
 #include "cli/cli.h"
-#include "core/util.h"
 
-struct log_state {
-    int json;
-    json_t *arr;
-};
+#define PAGE 10000 /* records asked for at a time */
 
-static int print_record(void *arg, const cf_audit_rec *r)
+static void print_record(json_t *r)
 {
-    struct log_state *ls = arg;
-    char ts[CF_TIME_STR_MAX], hash[2 * CF_HASH_LEN + 1];
-    cf_time_format(r->time_us, ts);
-    cf_hex_encode(r->hash, CF_HASH_LEN, 0, hash);
-    if (ls->json) {
-        json_t *details = json_loads(r->details, 0, NULL);
-        json_array_append_new(ls->arr,
-                              json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:s}", "seq",
-                                        (json_int_t)r->seq, "time", ts, "actor", r->actor, "action",
-                                        r->action, "object", r->object, "details",
-                                        details ? details : json_string(r->details), "hash", hash));
-        return 0;
-    }
-    printf("%6lld  %s  %-16s %-14s %-24s %s\n", (long long)r->seq, ts, r->actor, r->action,
-           r->object, r->details);
-    return 0;
+    char *det = json_is_string(json_object_get(r, "details"))
+                    ? strdup(cli_jstr(r, "details", ""))
+                    : json_dumps(json_object_get(r, "details"), JSON_COMPACT | JSON_SORT_KEYS);
+    printf("%6lld  %s  %-16s %-14s %-24s %s\n", cli_jint(r, "seq"), cli_jstr(r, "time", ""),
+           cli_jstr(r, "actor", ""), cli_jstr(r, "action", ""), cli_jstr(r, "object", ""),
+           det ? det : "");
+    free(det);
 }
 
 /* Accepts RFC 3339 UTC ("2026-11-25T20:00:00Z") or a date ("2026-11-25"). */
-static int parse_time(const char *s, int64_t *us)
+static int time_valid(const char *s)
 {
     struct tm tm = {0};
     const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -41,55 +27,78 @@ static int parse_time(const char *s, int64_t *us)
         memset(&tm, 0, sizeof tm);
         end = strptime(s, "%Y-%m-%d", &tm);
     }
-    if (!end || (*end && strcmp(end, "Z") != 0))
-        return -1;
-    *us = (int64_t)timegm(&tm) * 1000000;
-    return 0;
+    return end && (!*end || strcmp(end, "Z") == 0);
 }
 
+/* Asks for the records page by page (the operation returns at most PAGE at a time). */
 static int run_audit_log(cli *c)
 {
-    cf_audit_filter f = {0};
-    long long since, limit;
-    if (cli_int(c, "after", 0, INT64_MAX, 0, &since) < 0 ||
+    static const char *const filters[] = {"actor", "action", "object", "from", "until"};
+    long long after, limit;
+    if (cli_int(c, "after", 0, INT64_MAX, 0, &after) < 0 ||
         cli_int(c, "limit", 0, INT64_MAX, 0, &limit) < 0)
         return 2;
-    f.since_seq = since;
-    f.limit = limit;
-    f.actor = cli_opt(c, "actor");
-    f.action = cli_opt(c, "action");
-    f.object = cli_opt(c, "object");
-    const char *from = cli_opt(c, "from"), *until = cli_opt(c, "until");
-    if (from && parse_time(from, &f.since_us) < 0)
-        return cli_usage(c, "--from %s: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", from);
-    if (until && parse_time(until, &f.until_us) < 0)
-        return cli_usage(c, "--until %s: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", until);
-    struct log_state ls = {.json = c->json, .arr = c->json ? json_array() : NULL};
-    if (cf_store_audit_scan(cf_fleet_store(c->fleet), &f, print_record, &ls, &c->err) != CF_OK) {
-        json_decref(ls.arr);
-        return cli_fail(c);
+    for (int i = 3; i < 5; i++) {
+        const char *t = cli_opt(c, filters[i]);
+        if (t && !time_valid(t))
+            return cli_usage(c, "--%s %s: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", filters[i],
+                             t);
+    }
+    json_t *all = c->json ? json_array() : NULL;
+    long long left = limit;
+    for (;;) {
+        json_t *params = json_pack("{s:I, s:I}", "after", (json_int_t)after, "limit",
+                                   (json_int_t)(limit && left < PAGE ? left : PAGE)),
+               *page, *r;
+        for (int i = 0; i < 5; i++)
+            if (cli_opt(c, filters[i]))
+                json_object_set_new(params, filters[i], json_string(cli_opt(c, filters[i])));
+        int rc = cli_call(c, "audit log", params, &page);
+        if (rc != 0) {
+            json_decref(all);
+            return rc;
+        }
+        json_t *recs = json_object_get(page, "records");
+        size_t i;
+        json_array_foreach(recs, i, r)
+        {
+            if (c->json)
+                json_array_append(all, r);
+            else
+                print_record(r);
+        }
+        left -= (long long)json_array_size(recs);
+        json_t *next = json_object_get(page, "next");
+        int more = json_is_integer(next) && (!limit || left > 0);
+        if (more)
+            after = (long long)json_integer_value(next);
+        json_decref(page);
+        if (!more)
+            break;
     }
     if (c->json)
-        cli_print_json(ls.arr);
+        cli_print_json(all);
     return 0;
 }
 
 static int run_audit_verify(cli *c)
 {
-    cf_audit_verify_result res;
-    cf_err rc = cf_audit_verify(cf_fleet_store(c->fleet), &res, &c->err);
-    if (rc != CF_OK && rc != CF_ERR_TAMPERED)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(json_pack("{s:b, s:I, s:I, s:I, s:s}", "ok", rc == CF_OK, "records",
-                                 (json_int_t)res.records, "head", (json_int_t)res.head_seq,
-                                 "first_bad", (json_int_t)res.bad_seq, "reason", res.reason));
-    else if (rc == CF_OK)
-        printf("audit chain intact: %lld records, head %lld\n", (long long)res.records,
-               (long long)res.head_seq);
-    if (rc != CF_OK)
-        return cli_fail(c);
-    return 0;
+    json_t *r;
+    int rc = cli_call(c, "audit verify", json_object(), &r);
+    if (rc != 0)
+        return rc;
+    int ok = json_is_true(json_object_get(r, "ok"));
+    if (!ok)
+        cf_error_set(&c->err, CF_ERR_TAMPERED, "%s", cli_jstr(r, "error", "audit chain broken"));
+    if (c->json) {
+        json_object_del(r, "error");
+        cli_print_json(json_incref(r));
+    } else if (ok) {
+        printf("audit chain intact: %lld records, head %lld\n", cli_jint(r, "records"),
+               cli_jint(r, "head"));
+    }
+    json_decref(r);
+    return ok ? 0 : cli_fail(c);
 }
 
 static const cli_opt_spec log_opts[] = {
@@ -104,8 +113,8 @@ static const cli_opt_spec log_opts[] = {
 };
 
 const cli_cmd cli_cmds_audit[] = {
-    {"audit log", NULL, 0, "list audit records", log_opts, run_audit_log, 1, 1, 0},
+    {"audit log", NULL, 0, "list audit records", log_opts, run_audit_log, 1, CLI_OP, 0},
     {"audit verify", NULL, 0, "recompute the audit hash chain and name the first bad record", NULL,
-     run_audit_verify, 1, 1, 0},
+     run_audit_verify, 1, CLI_OP, 0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

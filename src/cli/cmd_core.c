@@ -1,5 +1,7 @@
 /* cmd_core.c - init, status, issue. */
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,41 +62,31 @@ static const cli_opt_spec init_opts[] = {
 
 static int run_status(cli *c)
 {
-    cf_fleet_status s;
-    if (cf_fleet_get_status(c->fleet, &s, &c->err) != CF_OK)
-        return cli_fail(c);
+    json_t *s;
+    int rc = cli_call(c, "status", json_object(), &s);
+    if (rc != 0)
+        return rc;
     if (c->json) {
-        json_t *dev = json_object();
-        int64_t total = 0;
-        for (int i = 0; i < CF_DEVICE_STATE_COUNT; i++) {
-            json_object_set_new(dev, cf_device_state_name((cf_device_state)i),
-                                json_integer(s.devices[i]));
-            total += s.devices[i];
-        }
-        json_object_set_new(dev, "total", json_integer(total));
-        cli_print_json(json_pack("{s:s, s:s, s:I, s:I, s:o, s:{s:I, s:I}, s:{s:I}}", "store",
-                                 cf_store_describe(cf_fleet_store(c->fleet)), "org", s.org,
-                                 "schema_version", (json_int_t)s.schema_version, "cas",
-                                 (json_int_t)s.ca_count, "devices", dev, "certificates", "total",
-                                 (json_int_t)s.certs_total, "valid", (json_int_t)s.certs_valid,
-                                 "audit", "records", (json_int_t)s.audit_seq));
+        cli_print_json(s);
         return 0;
     }
-    printf("store         %s (schema %lld)\n", cf_store_describe(cf_fleet_store(c->fleet)),
-           (long long)s.schema_version);
-    printf("organisation  %s\n", s.org);
-    printf("CAs           %lld\n", (long long)s.ca_count);
+    json_t *dev = json_object_get(s, "devices");
+    printf("store         %s (schema %lld)\n", cli_jstr(s, "store", ""),
+           cli_jint(s, "schema_version"));
+    printf("organisation  %s\n", cli_jstr(s, "org", ""));
+    printf("CAs           %lld\n", cli_jint(s, "cas"));
     printf("devices      ");
-    int64_t total = 0;
     for (int i = 0; i < CF_DEVICE_STATE_COUNT; i++) {
-        total += s.devices[i];
-        if (s.devices[i])
-            printf(" %s=%lld", cf_device_state_name((cf_device_state)i), (long long)s.devices[i]);
+        const char *name = cf_device_state_name((cf_device_state)i);
+        if (cli_jint(dev, name))
+            printf(" %s=%lld", name, cli_jint(dev, name));
     }
-    printf("%s(total %lld)\n", total ? " " : " ", (long long)total);
-    printf("certificates  %lld issued, %lld valid\n", (long long)s.certs_total,
-           (long long)s.certs_valid);
-    printf("audit log     %lld records\n", (long long)s.audit_seq);
+    printf(" (total %lld)\n", cli_jint(dev, "total"));
+    json_t *certs = json_object_get(s, "certificates");
+    printf("certificates  %lld issued, %lld valid\n", cli_jint(certs, "total"),
+           cli_jint(certs, "valid"));
+    printf("audit log     %lld records\n", cli_jint(json_object_get(s, "audit"), "records"));
+    json_decref(s);
     return 0;
 }
 
@@ -128,16 +120,65 @@ static int check_out_path(cli *c, const char *path)
     return 0;
 }
 
+/* PEM certificates to DER, one after the other. *der: free(). */
+static int pem_to_der(cli *c, const char *pem, unsigned char **der, size_t *len)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x;
+    *der = NULL;
+    *len = 0;
+    while (bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+        unsigned char *one = NULL;
+        size_t n = 0;
+        cf_err rc = cf_x509_to_der(x, &one, &n, &c->err);
+        X509_free(x);
+        unsigned char *both = rc == CF_OK ? realloc(*der, *len + n) : NULL;
+        if (!both) {
+            OPENSSL_free(one);
+            BIO_free(bio);
+            if (rc == CF_OK)
+                cf_error_set(&c->err, CF_ERR_NOMEM, "out of memory");
+            return cli_fail(c);
+        }
+        memcpy(both + *len, one, n);
+        *der = both;
+        *len += n;
+        OPENSSL_free(one);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return 0;
+}
+
+/* The CSR file as base64 (its bytes go to the fleet unchanged, PEM or DER). */
+static json_t *csr_param(cli *c, const char *path)
+{
+    char *csr = NULL;
+    size_t len = 0;
+    /* Read a little more than the CSR limit, so the parser reports "too large". */
+    if (cf_fs_read_file(path, 16 * 1024 * 1024, &csr, &len, &c->err) != CF_OK)
+        return NULL;
+    char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+    json_t *j = NULL;
+    if (b64) {
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)csr, (int)len);
+        j = json_string(b64);
+    }
+    if (!j)
+        cf_error_set(&c->err, CF_ERR_NOMEM, "out of memory");
+    free(b64);
+    free(csr);
+    return j;
+}
+
 static int run_issue(cli *c)
 {
     const char *csr_path = cli_opt(c, "csr"), *device = cli_opt(c, "device");
-    char *csr = NULL, *pem = NULL;
-    size_t csr_len = 0, pem_len = 0;
     unsigned char *der = NULL;
     size_t der_len = 0;
     long long days;
-    X509 *x = NULL;
-    int rc = 1;
+    json_t *r = NULL;
+    int rc;
 
     if (!csr_path || !device)
         return cli_usage(c, "--csr FILE and --device ID are required");
@@ -148,79 +189,40 @@ static int run_issue(cli *c)
         return 2;
     if (check_out_path(c, cli_opt(c, "out")) != 0)
         return 1;
-    /* Read a little more than the CSR limit, so the parser reports "too large". */
-    if (cf_fs_read_file(csr_path, 16 * 1024 * 1024, &csr, &csr_len, &c->err) != CF_OK)
+    json_t *csr = csr_param(c, csr_path);
+    if (!csr)
         return cli_fail(c);
-    cf_issue_req req = {
-        .csr = (const unsigned char *)csr,
-        .csr_len = csr_len,
-        .device_id = device,
-        .days = (int)days,
-        .actor = c->actor,
-    };
-    if (cf_fleet_issue(c->fleet, &req, &x, &c->err) != CF_OK) {
-        rc = cli_fail(c);
-        goto out;
+    json_t *params = json_pack("{s:s, s:o}", "id", device, "csr_base64", csr);
+    if (days)
+        json_object_set_new(params, "days", json_integer(days));
+    if ((rc = cli_call(c, "issue", params, &r)) != 0)
+        return rc;
+    /* The leaf, and with --chain the issuing CA after it. */
+    size_t n = strlen(cli_jstr(r, "pem", "")), m = strlen(cli_jstr(r, "issuing_pem", ""));
+    char *pem = malloc(n + m + 1);
+    if (!pem) {
+        json_decref(r);
+        cf_error_set(&c->err, CF_ERR_NOMEM, "out of memory");
+        return cli_fail(c);
     }
-    if (cf_x509_append_pem(x, &pem, &pem_len, &c->err) != CF_OK) {
-        rc = cli_fail(c);
-        goto out;
-    }
-    if (cli_flag(c, "chain") || (c->json && !cli_flag(c, "der"))) {
-        X509 *issuing, *root;
-        if (cf_fleet_chain(c->fleet, &issuing, &root, &c->err) != CF_OK ||
-            (cli_flag(c, "chain") &&
-             cf_x509_append_pem(issuing, &pem, &pem_len, &c->err) != CF_OK)) {
-            rc = cli_fail(c);
-            goto out;
-        }
-    }
-    char serial[CF_SERIAL_HEX_MAX];
-    cf_x509_serial_hex(x, serial);
+    memcpy(pem, cli_jstr(r, "pem", ""), n + 1);
+    if (cli_flag(c, "chain"))
+        memcpy(pem + n, cli_jstr(r, "issuing_pem", ""), m + 1);
     if (c->json) {
-        char nb[CF_TIME_STR_MAX], na[CF_TIME_STR_MAX];
-        cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:s}", "serial", serial, "device", device,
-                                 "not_before", cf_time_format(cf_x509_not_before(x) * 1000000, nb),
-                                 "not_after", cf_time_format(cf_x509_not_after(x) * 1000000, na),
-                                 "pem", pem));
+        json_object_del(r, "issuing_pem");
+        json_object_set_new(r, "pem", json_string(pem));
+        cli_print_json(r);
+        r = NULL;
         rc = 0;
-        goto out;
-    }
-    if (cli_flag(c, "der")) {
-        if (cf_x509_to_der(x, &der, &der_len, &c->err) != CF_OK) {
-            rc = cli_fail(c);
-            goto out;
-        }
-        if (cli_flag(c, "chain")) {
-            X509 *issuing, *root;
-            unsigned char *d2 = NULL;
-            size_t l2 = 0;
-            cf_fleet_chain(c->fleet, &issuing, &root, &c->err);
-            if (cf_x509_to_der(issuing, &d2, &l2, &c->err) != CF_OK) {
-                rc = cli_fail(c);
-                goto out;
-            }
-            unsigned char *both = OPENSSL_realloc(der, der_len + l2);
-            if (!both) {
-                OPENSSL_free(d2);
-                cf_error_set(&c->err, CF_ERR_NOMEM, "out of memory");
-                rc = cli_fail(c);
-                goto out;
-            }
-            memcpy(both + der_len, d2, l2);
-            der = both;
-            der_len += l2;
-            OPENSSL_free(d2);
-        }
-        rc = cli_write_out(c, cli_opt(c, "out"), der, der_len);
+    } else if (cli_flag(c, "der")) {
+        if ((rc = pem_to_der(c, pem, &der, &der_len)) == 0)
+            rc = cli_write_out(c, cli_opt(c, "out"), der, der_len);
     } else {
-        rc = cli_write_out(c, cli_opt(c, "out"), pem, pem_len);
+        rc = cli_write_out(c, cli_opt(c, "out"), pem, strlen(pem));
     }
-out:
-    OPENSSL_free(der);
-    X509_free(x);
+    free(der);
     free(pem);
-    free(csr);
+    json_decref(r);
     return rc;
 }
 
@@ -237,7 +239,8 @@ static const cli_opt_spec issue_opts[] = {
 const cli_cmd cli_cmds_core[] = {
     {"init", NULL, 0, "create the root and issuing CAs of a new store", init_opts, run_init, 1, 1,
      0},
-    {"status", NULL, 0, "show the fleet's state", NULL, run_status, 1, 1, 0},
-    {"issue", NULL, 0, "issue a device certificate from a CSR", issue_opts, run_issue, 1, 1, 0},
+    {"status", NULL, 0, "show the fleet's state", NULL, run_status, 1, CLI_OP, 0},
+    {"issue", NULL, 0, "issue a device certificate from a CSR", issue_opts, run_issue, 1, CLI_OP,
+     0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

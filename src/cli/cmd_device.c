@@ -1,6 +1,5 @@
 /* cmd_device.c - device list, show, claim, transfer, suspend, resume, decommission, group,
  * claim-limits. */
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,60 +9,74 @@
 
 /* ---- list ---- */
 
-struct list_out {
-    int json;
-    json_t *arr;
-};
+#define PAGE 10000 /* devices asked for at a time */
 
-static int print_device(void *arg, const cf_device_rec *d)
+static void print_device(json_t *d)
 {
-    struct list_out *lo = arg;
-    if (lo->json) {
-        json_array_append_new(lo->arr, cf_fleet_device_json(d));
-        return 0;
-    }
-    printf("%-28s %-14s %-16s %-16s %-12s %s\n", d->id, cf_device_state_name(d->state),
-           d->owner ? d->owner : "-", d->batch ? d->batch : "-", d->grp ? d->grp : "-",
-           d->model ? d->model : "-");
-    return 0;
+    printf("%-28s %-14s %-16s %-16s %-12s %s\n", cli_jstr(d, "id", ""), cli_jstr(d, "state", ""),
+           cli_jstr(d, "owner", "-"), cli_jstr(d, "batch", "-"), cli_jstr(d, "group", "-"),
+           cli_jstr(d, "model", "-"));
 }
 
+/* Asks for the devices page by page (the operation returns at most PAGE at a time) until
+ * --limit or the end. */
 static int run_device_list(cli *c)
 {
-    cf_principal p;
-    cf_device_query q = {.state = -1};
+    static const char *const filters[] = {"state", "owner",        "batch",
+                                          "group", "manufacturer", "model"};
     const char *state = cli_opt(c, "state");
-    char next[CF_DEVICE_ID_MAX];
+    char after[CF_DEVICE_ID_MAX + 1] = "";
     long long limit;
-    if (state && (q.state = cf_device_state_parse(state)) < 0)
+    if (state && cf_device_state_parse(state) < 0)
         return cli_usage(c,
                          "--state %s: expected on_hold, claimed, active, suspended, revoked or"
                          " decommissioned",
                          state);
     if (cli_int(c, "limit", 1, 1000000000, 0, &limit) < 0)
         return 2;
-    q.limit = limit;
-    q.owner = cli_opt(c, "owner");
-    q.batch = cli_opt(c, "batch");
-    q.grp = cli_opt(c, "group");
-    q.manufacturer = cli_opt(c, "manufacturer");
-    q.model = cli_opt(c, "model");
-    q.after = cli_opt(c, "after");
-    if (cli_principal(c, &p) != 0)
-        return 1;
-    struct list_out lo = {.json = c->json, .arr = c->json ? json_array() : NULL};
+    if (cli_opt(c, "after"))
+        snprintf(after, sizeof after, "%s", cli_opt(c, "after"));
+    json_t *all = c->json ? json_array() : NULL, *next = NULL;
     if (!c->json)
         printf("%-28s %-14s %-16s %-16s %-12s %s\n", "ID", "STATE", "OWNER", "BATCH", "GROUP",
                "MODEL");
-    if (cf_fleet_device_list(c->fleet, &p, &q, print_device, &lo, next, &c->err) != CF_OK) {
-        json_decref(lo.arr);
-        return cli_fail(c);
+    for (long long left = limit;;) {
+        json_t *params =
+            json_pack("{s:I}", "limit", (json_int_t)(limit && left < PAGE ? left : PAGE));
+        json_t *page, *d;
+        size_t i;
+        for (size_t f = 0; f < sizeof filters / sizeof filters[0]; f++)
+            if (cli_opt(c, filters[f]))
+                json_object_set_new(params, filters[f], json_string(cli_opt(c, filters[f])));
+        if (after[0])
+            json_object_set_new(params, "after", json_string(after));
+        int rc = cli_call(c, "device list", params, &page);
+        if (rc != 0) {
+            json_decref(all);
+            return rc;
+        }
+        json_t *devs = json_object_get(page, "devices");
+        json_array_foreach(devs, i, d)
+        {
+            if (c->json)
+                json_array_append(all, d);
+            else
+                print_device(d);
+        }
+        left -= (long long)json_array_size(devs);
+        next = json_incref(json_object_get(page, "next"));
+        json_decref(page);
+        if (!json_is_string(next) || (limit && left <= 0))
+            break;
+        snprintf(after, sizeof after, "%s", json_string_value(next));
+        json_decref(next);
+        next = NULL;
     }
     if (c->json)
-        cli_print_json(json_pack("{s:o, s:o}", "devices", lo.arr, "next",
-                                 next[0] ? json_string(next) : json_null()));
-    else if (next[0])
-        fprintf(stderr, "more devices: continue with --after %s\n", next);
+        cli_print_json(json_pack("{s:o, s:O}", "devices", all, "next", next ? next : json_null()));
+    else if (json_is_string(next))
+        fprintf(stderr, "more devices: continue with --after %s\n", json_string_value(next));
+    json_decref(next);
     return 0;
 }
 
@@ -134,12 +147,10 @@ static void print_show(json_t *j)
 
 static int run_device_show(cli *c)
 {
-    cf_principal p;
     json_t *j = NULL;
-    if (cli_principal(c, &p) != 0)
-        return 1;
-    if (cf_fleet_device_show(c->fleet, &p, c->args[0], &j, &c->err) != CF_OK)
-        return cli_fail(c);
+    int rc = cli_call(c, "device show", json_pack("{s:s}", "id", c->args[0]), &j);
+    if (rc != 0)
+        return rc;
     if (c->json) {
         cli_print_json(j);
     } else {
@@ -151,48 +162,57 @@ static int run_device_show(cli *c)
 
 /* ---- claim ---- */
 
-static int claim_batch(cli *c, const cf_principal *p, const char *batch, const char *owner)
+static int claim_batch(cli *c, const char *batch, const char *owner)
 {
-    int64_t n = 0;
+    json_t *r;
     if (!owner)
         return cli_usage(c, "--owner NAME is required");
-    if (cf_fleet_device_claim_batch(c->fleet, p, batch, owner, &n, &c->err) != CF_OK)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(
-            json_pack("{s:s, s:s, s:I}", "batch", batch, "owner", owner, "claimed", (json_int_t)n));
-    else if (n)
-        printf("claimed %lld device%s of batch %s for %s\n", (long long)n, n == 1 ? "" : "s", batch,
-               owner);
+    int rc = cli_call(c, "device claim batch",
+                      json_pack("{s:s, s:s}", "batch", batch, "owner", owner), &r);
+    if (rc != 0)
+        return rc;
+    long long n = cli_jint(r, "claimed");
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    if (n)
+        printf("claimed %lld device%s of batch %s for %s\n", n, n == 1 ? "" : "s", batch, owner);
     else
         printf("no device of batch %s is on hold: nothing claimed\n", batch);
+    json_decref(r);
     return 0;
 }
 
 static int run_device_claim(cli *c)
 {
-    cf_principal p;
     const char *owner = cli_opt(c, "owner"), *code = cli_opt(c, "code");
     const char *batch = cli_opt(c, "batch");
-    if (cli_principal(c, &p) != 0)
-        return 1;
+    json_t *r;
     if (batch) {
         if (c->nargs || code)
             return cli_usage(c, "--batch claims a whole batch: no ID and no --code");
-        return claim_batch(c, &p, batch, owner);
+        return claim_batch(c, batch, owner);
     }
     if (c->nargs != 1)
         return cli_usage(c, "expected ID (or --batch NAME)");
-    if (!owner && !p.owner_id)
+    /* A caller scoped to an owner claims for itself; over --server the token decides. */
+    if (!owner && !cli_opt(c, "as-owner") && !c->server)
         return cli_usage(c, "--owner NAME is required");
-    cf_claim_req req = {.device_id = c->args[0], .owner = owner, .code = code};
-    if (cf_fleet_device_claim(c->fleet, &p, &req, &c->err) != CF_OK)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:s}", "device", c->args[0], "state", "claimed", "how",
-                                 code ? "code" : "operator"));
-    else
-        printf("device %s claimed\n", c->args[0]);
+    json_t *params = json_pack("{s:s}", "id", c->args[0]);
+    if (owner)
+        json_object_set_new(params, "owner", json_string(owner));
+    if (code)
+        json_object_set_new(params, "code", json_string(code));
+    int rc = cli_call(c, "device claim", params, &r);
+    if (rc != 0)
+        return rc;
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    printf("device %s claimed\n", c->args[0]);
+    json_decref(r);
     return 0;
 }
 
@@ -208,61 +228,61 @@ static const cli_opt_spec claim_opts[] = {
 
 static int run_device_transfer(cli *c)
 {
-    cf_principal p;
     const char *owner = cli_opt(c, "owner");
-    int64_t revoked = 0;
+    json_t *r;
     if (!owner)
         return cli_usage(c, "--owner NAME is required");
-    if (cli_principal(c, &p) != 0)
-        return 1;
-    if (cf_fleet_device_transfer(c->fleet, &p, c->args[0], owner, &revoked, &c->err) != CF_OK)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:s, s:I}", "device", c->args[0], "owner", owner,
-                                 "state", "claimed", "revoked", (json_int_t)revoked));
-    else
-        printf("device %s transferred to %s: %lld certificate%s revoked; it must enroll again\n",
-               c->args[0], owner, (long long)revoked, revoked == 1 ? "" : "s");
+    int rc = cli_call(c, "device transfer",
+                      json_pack("{s:s, s:s}", "id", c->args[0], "owner", owner), &r);
+    if (rc != 0)
+        return rc;
+    long long revoked = cli_jint(r, "revoked");
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    printf("device %s transferred to %s: %lld certificate%s revoked; it must enroll again\n",
+           c->args[0], owner, revoked, revoked == 1 ? "" : "s");
+    json_decref(r);
     return 0;
 }
 
-static int set_state(cli *c, cf_device_state to)
+static int set_state(cli *c, const char *op, cf_device_state to)
 {
-    cf_principal p;
-    int changed = 0;
-    int64_t revoked = 0;
-    if (cli_principal(c, &p) != 0)
-        return 1;
-    if (cf_fleet_device_set_state(c->fleet, &p, c->args[0], to, &changed, &revoked, &c->err) !=
-        CF_OK)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:b, s:I}", "device", c->args[0], "state",
-                                 cf_device_state_name(to), "changed", changed, "revoked",
-                                 (json_int_t)revoked));
-    else if (!changed)
+    json_t *r;
+    int rc = cli_call(c, op, json_pack("{s:s}", "id", c->args[0]), &r);
+    if (rc != 0)
+        return rc;
+    int changed = json_is_true(json_object_get(r, "changed"));
+    long long revoked = cli_jint(r, "revoked");
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    if (!changed)
         printf("device %s is already %s\n", c->args[0], cf_device_state_name(to));
     else if (to == CF_DEVICE_DECOMMISSIONED)
-        printf("device %s decommissioned: %lld certificate%s revoked\n", c->args[0],
-               (long long)revoked, revoked == 1 ? "" : "s");
+        printf("device %s decommissioned: %lld certificate%s revoked\n", c->args[0], revoked,
+               revoked == 1 ? "" : "s");
     else
         printf("device %s is now %s\n", c->args[0], cf_device_state_name(to));
+    json_decref(r);
     return 0;
 }
 
 static int run_device_suspend(cli *c)
 {
-    return set_state(c, CF_DEVICE_SUSPENDED);
+    return set_state(c, "device suspend", CF_DEVICE_SUSPENDED);
 }
 
 static int run_device_resume(cli *c)
 {
-    return set_state(c, CF_DEVICE_ACTIVE);
+    return set_state(c, "device resume", CF_DEVICE_ACTIVE);
 }
 
 static int run_device_decommission(cli *c)
 {
-    return set_state(c, CF_DEVICE_DECOMMISSIONED);
+    return set_state(c, "device decommission", CF_DEVICE_DECOMMISSIONED);
 }
 
 static const cli_opt_spec transfer_opts[] = {
@@ -280,18 +300,21 @@ static const cli_opt_spec scope_opts[] = {
 
 static int set_group(cli *c, const char *id, const char *grp)
 {
-    cf_principal p;
-    if (cli_principal(c, &p) != 0)
-        return 1;
-    if (cf_fleet_device_set_group(c->fleet, &p, id, grp, &c->err) != CF_OK)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(
-            json_pack("{s:s, s:o}", "device", id, "group", grp ? json_string(grp) : json_null()));
-    else if (grp)
+    json_t *r;
+    int rc =
+        grp ? cli_call(c, "device group set", json_pack("{s:s, s:s}", "id", id, "group", grp), &r)
+            : cli_call(c, "device group clear", json_pack("{s:s}", "id", id), &r);
+    if (rc != 0)
+        return rc;
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    if (grp)
         printf("device %s is in group %s\n", id, grp);
     else
         printf("device %s is in no group\n", id);
+    json_decref(r);
     return 0;
 }
 
@@ -313,43 +336,36 @@ static int run_device_ungroup(cli *c)
 static int run_claim_limits(cli *c)
 {
     static const struct {
-        const char *opt;
-        size_t off;
+        const char *opt, *param;
     } opts[] = {
-        {"device-failures", offsetof(cf_claim_limits, device_max)},
-        {"device-window", offsetof(cf_claim_limits, device_window_s)},
-        {"owner-failures", offsetof(cf_claim_limits, owner_max)},
-        {"owner-window", offsetof(cf_claim_limits, owner_window_s)},
+        {"device-failures", "device_failures"},
+        {"device-window", "device_window_s"},
+        {"owner-failures", "owner_failures"},
+        {"owner-window", "owner_window_s"},
     };
-    cf_claim_limits l = {0};
-    int set = 0;
-    if (cf_fleet_claim_limits_get(c->fleet, &l, &c->err) != CF_OK)
-        return cli_fail(c);
+    json_t *params = json_object(), *r;
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
-        int64_t *field = (int64_t *)((char *)&l + opts[i].off);
         long long v;
-        if (cli_int(c, opts[i].opt, 1, 100000000, *field, &v) < 0)
+        if (cli_int(c, opts[i].opt, 1, 100000000, 0, &v) < 0) {
+            json_decref(params);
             return 2;
-        set |= cli_opt(c, opts[i].opt) != NULL;
-        *field = v;
+        }
+        if (cli_opt(c, opts[i].opt))
+            json_object_set_new(params, opts[i].param, json_integer(v));
     }
-    if (set) {
-        cf_principal p;
-        if (cli_principal(c, &p) != 0)
-            return 1;
-        if (cf_fleet_claim_limits_set(c->fleet, &p, &l, &c->err) != CF_OK)
-            return cli_fail(c);
+    int rc =
+        cli_call(c, json_object_size(params) ? "claim-limits set" : "claim-limits get", params, &r);
+    if (rc != 0)
+        return rc;
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
     }
-    if (c->json)
-        cli_print_json(
-            json_pack("{s:I, s:I, s:I, s:I}", "device_failures", (json_int_t)l.device_max,
-                      "device_window_s", (json_int_t)l.device_window_s, "owner_failures",
-                      (json_int_t)l.owner_max, "owner_window_s", (json_int_t)l.owner_window_s));
-    else
-        printf("failed claims by code: at most %lld per device in %lld s, %lld per owner in"
-               " %lld s\n",
-               (long long)l.device_max, (long long)l.device_window_s, (long long)l.owner_max,
-               (long long)l.owner_window_s);
+    printf("failed claims by code: at most %lld per device in %lld s, %lld per owner in"
+           " %lld s\n",
+           cli_jint(r, "device_failures"), cli_jint(r, "device_window_s"),
+           cli_jint(r, "owner_failures"), cli_jint(r, "owner_window_s"));
+    json_decref(r);
     return 0;
 }
 
@@ -363,26 +379,27 @@ static const cli_opt_spec limits_opts[] = {
 
 const cli_cmd cli_cmds_device[] = {
     {"device list", NULL, 0, "list devices, filtered and paged (by id)", list_opts, run_device_list,
-     1, 1, 0},
+     1, CLI_OP, 0},
     {"device show", "ID", 1, "show a device with its certificates and its history", scope_opts,
-     run_device_show, 1, 1, 0},
+     run_device_show, 1, CLI_OP, 0},
     {"device claim", "[ID]", 0,
      "give a device (or --batch) on hold to an owner: by the vendor's operator, or by the"
      " owner with --code",
-     claim_opts, run_device_claim, 1, 1, 1},
+     claim_opts, run_device_claim, 1, CLI_OP, 1},
     {"device transfer", "ID", 1,
      "hand a device to another owner: its certificates are revoked, it must enroll again",
-     transfer_opts, run_device_transfer, 1, 1, 0},
+     transfer_opts, run_device_transfer, 1, CLI_OP, 0},
     {"device suspend", "ID", 1, "suspend an active device (quarantine)", scope_opts,
-     run_device_suspend, 1, 1, 0},
-    {"device resume", "ID", 1, "resume a suspended device", scope_opts, run_device_resume, 1, 1, 0},
+     run_device_suspend, 1, CLI_OP, 0},
+    {"device resume", "ID", 1, "resume a suspended device", scope_opts, run_device_resume, 1,
+     CLI_OP, 0},
     {"device decommission", "ID", 1, "retire a device for good: its certificates are revoked",
-     scope_opts, run_device_decommission, 1, 1, 0},
+     scope_opts, run_device_decommission, 1, CLI_OP, 0},
     {"device group", "set ID NAME", 3, "put a device in group NAME (device ungroup ID: in none)",
-     scope_opts, run_device_group, 1, 1, 0},
+     scope_opts, run_device_group, 1, CLI_OP, 0},
     {"device ungroup", "ID", 1, "take a device out of its group", scope_opts, run_device_ungroup, 1,
-     1, 0},
+     CLI_OP, 0},
     {"device claim-limits", NULL, 0, "show or set the limits on failed claims by code", limits_opts,
-     run_claim_limits, 1, 1, 0},
+     run_claim_limits, 1, CLI_OP, 0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

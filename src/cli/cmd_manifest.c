@@ -127,7 +127,9 @@ static const cli_opt_spec make_opts[] = {
     {"time", "TIME", "start certificates at TIME (UTC, 2026-01-31T12:00:00Z) instead of now"},
     {"provisioned-at", "TIME", "provisioningTimestamp of every entry (default: when made)"},
     {"threads", "N", "worker threads (default: one per core)"},
-    {"key-files", NULL, "also write each device key to DIR/keys/UNIQUEID.key"},
+    {"key-files", NULL,
+     "also write each device key to DIR/keys/UNIQUEID.key and its birth certificate chain to"
+     " DIR/certs/UNIQUEID.pem (for curl --cert/--key)"},
     {NULL, NULL, NULL},
 };
 

@@ -1,66 +1,77 @@
 /* cmd_manufacturer.c - manufacturer add, list, show, remove. */
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "core/fs.h"
-#include "fleet/onboard.h"
 
 #define CERT_FILE_MAX (1024 * 1024)
 
-/* Reads every file given as --name into srcs (up to max). Returns the count, or -1. */
-static int read_cert_files(cli *c, const char *name, cf_onboard_cert_src *srcs, char **bufs,
-                           int max)
+/* Every file given as --name, as the operation's list: {name, pem} for PEM text, else
+ * {name, der_base64}. NULL after printing why. */
+static json_t *cert_files(cli *c, const char *name, int max)
 {
-    int n = 0;
+    json_t *list = json_array();
     for (int i = 0; i < c->nopts; i++) {
+        char *data = NULL;
+        size_t len = 0;
         if (strcmp(c->opts[i].name, name) != 0)
             continue;
-        if (n == max) {
+        if ((int)json_array_size(list) == max) {
             cli_usage(c, "at most %d --%s files", max, name);
-            return -1;
+            json_decref(list);
+            return NULL;
         }
-        size_t len = 0;
-        if (cf_fs_read_file(c->opts[i].value, CERT_FILE_MAX, &bufs[n], &len, &c->err) != CF_OK) {
+        if (cf_fs_read_file(c->opts[i].value, CERT_FILE_MAX, &data, &len, &c->err) != CF_OK) {
             cli_fail(c);
-            return -1;
+            json_decref(list);
+            return NULL;
         }
-        srcs[n] = (cf_onboard_cert_src){bufs[n], len, c->opts[i].value};
-        n++;
+        json_t *text = memmem(data, len, "-----BEGIN", 10) ? json_stringn(data, len) : NULL;
+        if (text) {
+            json_array_append_new(list,
+                                  json_pack("{s:s, s:o}", "name", c->opts[i].value, "pem", text));
+        } else {
+            char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+            if (b64)
+                EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)data, (int)len);
+            json_array_append_new(list, json_pack("{s:s, s:s}", "name", c->opts[i].value,
+                                                  "der_base64", b64 ? b64 : ""));
+            free(b64);
+        }
+        free(data);
     }
-    return n;
+    return list;
 }
 
 static int run_manufacturer_add(cli *c)
 {
     enum { MAX_FILES = 8 };
-    cf_onboard_cert_src roots[MAX_FILES], signers[MAX_FILES];
-    char *rbufs[MAX_FILES] = {0}, *sbufs[MAX_FILES] = {0};
-    json_t *details = NULL;
-    int rc = 0;
+    json_t *details = NULL, *roots = NULL, *signers = NULL;
     const char *name = cli_opt(c, "name");
     if (!name)
         return cli_usage(c, "--name NAME is required");
-    int nr = read_cert_files(c, "root", roots, rbufs, MAX_FILES);
-    int ns = nr < 0 ? -1 : read_cert_files(c, "signer", signers, sbufs, MAX_FILES);
-    if (nr < 0 || ns < 0) {
-        rc = 1;
-        goto out;
+    if (!(roots = cert_files(c, "root", MAX_FILES)))
+        return c->err.msg[0] ? 1 : 2;
+    if (!(signers = cert_files(c, "signer", MAX_FILES))) {
+        json_decref(roots);
+        return c->err.msg[0] ? 1 : 2;
     }
-    if (nr + ns == 0) {
-        rc = cli_usage(c, "give at least one --root PEM or --signer PEM");
-        goto out;
+    if (json_array_size(roots) + json_array_size(signers) == 0) {
+        json_decref(roots);
+        json_decref(signers);
+        return cli_usage(c, "give at least one --root PEM or --signer PEM");
     }
-    cf_onboard_mfr_req req = {name, roots, (size_t)nr, signers, (size_t)ns, c->actor};
-    if (cf_onboard_manufacturer_add(c->fleet, &req, &details, &c->err) != CF_OK) {
-        rc = cli_fail(c);
-        goto out;
-    }
+    int rc = cli_call(
+        c, "manufacturer add",
+        json_pack("{s:s, s:o, s:o}", "name", name, "roots", roots, "signers", signers), &details);
+    if (rc != 0)
+        return rc;
     if (c->json) {
         cli_print_json(details);
-        details = NULL;
-        goto out;
+        return 0;
     }
     json_t *added = json_object_get(details, "added");
     printf("manufacturer %s %s:\n", name,
@@ -71,13 +82,8 @@ static int run_manufacturer_add(cli *c)
                json_string_value(json_object_get(a, "subject")),
                json_string_value(json_object_get(a, "x5t")));
     }
-out:
     json_decref(details);
-    for (int i = 0; i < MAX_FILES; i++) {
-        free(rbufs[i]);
-        free(sbufs[i]);
-    }
-    return rc;
+    return 0;
 }
 
 /* Counts the certificates of one kind in a described manufacturer. */
@@ -94,8 +100,9 @@ static int count_kind(json_t *m, const char *kind)
 static int run_manufacturer_list(cli *c)
 {
     json_t *all = NULL;
-    if (cf_onboard_manufacturer_describe(c->fleet, NULL, &all, &c->err) != CF_OK)
-        return cli_fail(c);
+    int rc = cli_call(c, "manufacturer list", json_object(), &all);
+    if (rc != 0)
+        return rc;
     if (c->json) {
         cli_print_json(all);
         return 0;
@@ -120,8 +127,9 @@ static const char *str_or(json_t *o, const char *key, const char *def)
 static int run_manufacturer_show(cli *c)
 {
     json_t *m = NULL;
-    if (cf_onboard_manufacturer_describe(c->fleet, c->args[0], &m, &c->err) != CF_OK)
-        return cli_fail(c);
+    int rc = cli_call(c, "manufacturer show", json_pack("{s:s}", "name", c->args[0]), &m);
+    if (rc != 0)
+        return rc;
     if (c->json) {
         cli_print_json(m);
         return 0;
@@ -159,12 +167,16 @@ static int run_manufacturer_show(cli *c)
 
 static int run_manufacturer_remove(cli *c)
 {
-    if (cf_onboard_manufacturer_remove(c->fleet, c->args[0], c->actor, &c->err) != CF_OK)
-        return cli_fail(c);
-    if (c->json)
-        cli_print_json(json_pack("{s:s, s:b}", "name", c->args[0], "removed", 1));
-    else
-        printf("manufacturer %s removed\n", c->args[0]);
+    json_t *r;
+    int rc = cli_call(c, "manufacturer remove", json_pack("{s:s}", "name", c->args[0]), &r);
+    if (rc != 0)
+        return rc;
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    printf("manufacturer %s removed\n", c->args[0]);
+    json_decref(r);
     return 0;
 }
 
@@ -180,11 +192,12 @@ static const cli_opt_spec add_opts[] = {
 const cli_cmd cli_cmds_manufacturer[] = {
     {"manufacturer add", NULL, 0,
      "register a chip maker's roots and manifest signers (or add certificates to one)", add_opts,
-     run_manufacturer_add, 1, 1, 0},
-    {"manufacturer list", NULL, 0, "list the manufacturers", NULL, run_manufacturer_list, 1, 1, 0},
+     run_manufacturer_add, 1, CLI_OP, 0},
+    {"manufacturer list", NULL, 0, "list the manufacturers", NULL, run_manufacturer_list, 1, CLI_OP,
+     0},
     {"manufacturer show", "NAME", 1, "a manufacturer's certificates and imports", NULL,
-     run_manufacturer_show, 1, 1, 0},
+     run_manufacturer_show, 1, CLI_OP, 0},
     {"manufacturer remove", "NAME", 1, "remove a manufacturer (refused while devices reference it)",
-     NULL, run_manufacturer_remove, 1, 1, 0},
+     NULL, run_manufacturer_remove, 1, CLI_OP, 0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -95,19 +95,6 @@ static void on_problem(void *arg, const cf_onboard_problem *p)
     ui->nproblems++;
 }
 
-static json_t *summary_json(const cf_onboard_stats *s, const char *manifest, const char *error)
-{
-    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:o, s:f, s:f, s:i, s:o}",
-                     "manifest", manifest, "import", (json_int_t)s->import_id, "entries",
-                     (json_int_t)s->entries, "added", (json_int_t)s->added, "present",
-                     (json_int_t)s->present, "rejected", (json_int_t)s->rejected, "conflicts",
-                     (json_int_t)s->conflicts, "complete", s->complete, "interrupted",
-                     s->interrupted, "sha256", s->sha256[0] ? json_string(s->sha256) : json_null(),
-                     "seconds", s->seconds, "rate",
-                     s->seconds > 0 ? (double)s->entries / s->seconds : 0.0, "threads", s->threads,
-                     "error", error ? json_string(error) : json_null());
-}
-
 /* Starts the report as PATH.tmp, renamed over PATH when complete. */
 static int report_open(cli *c, onboard_ui *ui, const char *path)
 {
@@ -133,6 +120,106 @@ static int report_close(cli *c, onboard_ui *ui, const char *path)
     return 0;
 }
 
+/* Prints an import's summary (JSON, as cf_api_onboard_summary makes it; taken over) and
+ * returns the exit code it means: 1 for an error (c->err holds it), an interrupted import,
+ * or a manifest of which no entry verified. */
+static int print_summary(cli *c, json_t *sum)
+{
+    const char *manifest = cli_jstr(sum, "manifest", "");
+    long long entries = cli_jint(sum, "entries"), added = cli_jint(sum, "added");
+    long long present = cli_jint(sum, "present");
+    int failed = !json_is_null(json_object_get(sum, "error")) && json_object_get(sum, "error");
+    int interrupted = json_is_true(json_object_get(sum, "interrupted"));
+    if (c->json) {
+        cli_print_json(json_incref(sum));
+    } else {
+        printf("onboard %s (import %lld): %lld entries: %lld added, %lld already present,"
+               " %lld rejected, %lld conflicts; %.1f s, %.0f entries/s, %lld threads\n",
+               manifest, cli_jint(sum, "import"), entries, added, present,
+               cli_jint(sum, "rejected"), cli_jint(sum, "conflicts"),
+               json_real_value(json_object_get(sum, "seconds")),
+               json_real_value(json_object_get(sum, "rate")), cli_jint(sum, "threads"));
+        if (json_is_true(json_object_get(sum, "complete")))
+            printf("manifest sha256 %s\n", cli_jstr(sum, "sha256", ""));
+    }
+    int rc = 0;
+    if (failed) {
+        rc = cli_fail(c);
+    } else if (interrupted) {
+        fprintf(stderr,
+                "certfleet: onboard: interrupted: the %lld entries above are committed; run the"
+                " same command again to finish\n",
+                entries);
+        rc = 1;
+    } else if (entries > 0 && added + present == 0) {
+        fprintf(stderr, "certfleet: onboard: no entry of %s verified\n", manifest);
+        rc = 1;
+    }
+    json_decref(sum);
+    return rc;
+}
+
+/* ---- over --server: the manifest is the request body; the server's report comes back ---- */
+
+static void print_remote_problems(cli *c, onboard_ui *ui, json_t *r)
+{
+    json_t *problems = json_object_get(r, "problems"), *p;
+    size_t i;
+    json_array_foreach(problems, i, p)
+    {
+        cf_onboard_problem pr = {0};
+        const char *kind = cli_jstr(p, "kind", "");
+        for (int k = CF_ONBOARD_PROBLEM_REJECTED; k <= CF_ONBOARD_PROBLEM_DUPLICATE; k++)
+            if (strcmp(kind, cf_onboard_problem_name((cf_onboard_problem_kind)k)) == 0)
+                pr.kind = (cf_onboard_problem_kind)k;
+        pr.index = (size_t)cli_jint(p, "index");
+        pr.uid = cli_jstr(p, "uid", "?");
+        pr.reason = cli_jstr(p, "reason", "");
+        on_problem(ui, &pr);
+    }
+    /* The server lists the first problems and counts the rest. */
+    ui->nproblems = (size_t)cli_jint(r, "problems_total");
+}
+
+static int run_onboard_remote(cli *c, const char *report)
+{
+    static const char *const local_only[] = {"bundle-sig", "claim-codes", "threads", "batch-size"};
+    onboard_ui ui = {0};
+    const char *manifest = cli_opt(c, "manifest");
+    json_t *r = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < sizeof local_only / sizeof local_only[0]; i++)
+        if (cli_opt(c, local_only[i]))
+            return cli_usage(c, "--%s: not with --server (the server imports the manifest alone)",
+                             local_only[i]);
+    json_t *params =
+        json_pack("{s:s, s:s}", "manufacturer", cli_opt(c, "manufacturer"), "name", manifest);
+    if (cli_opt(c, "batch"))
+        json_object_set_new(params, "batch", json_string(cli_opt(c, "batch")));
+    if (report && report_open(c, &ui, report) != 0) {
+        json_decref(params);
+        return 1;
+    }
+    cf_err err = cli_remote_call(c, cf_api_find("onboard"), params, manifest, &r);
+    json_decref(params);
+    if (err == CF_OK)
+        print_remote_problems(c, &ui, r);
+    if (ui.nproblems > SHOWN_PROBLEMS)
+        fprintf(stderr, "certfleet: onboard: ... and %zu more problems%s\n",
+                ui.nproblems - SHOWN_PROBLEMS, report ? " (see the report)" : "");
+    if (report && report_close(c, &ui, report) != 0)
+        rc = 1;
+    if (err != CF_OK)
+        return cli_fail(c);
+    json_object_del(r, "problems");
+    json_object_del(r, "problems_total");
+    const char *error = cli_jstr(r, "error", NULL);
+    if (error)
+        cf_error_set(&c->err, CF_ERR_INVALID, "%s", error);
+    int rc2 = print_summary(c, r);
+    return rc ? rc : rc2;
+}
+
 static int run_onboard(cli *c)
 {
     onboard_ui ui = {0};
@@ -148,6 +235,8 @@ static int run_onboard(cli *c)
     if (cli_int(c, "threads", 1, 256, 0, &threads) != 0 ||
         cli_int(c, "batch-size", 1, 50000, 2000, &batch_size) != 0)
         return 2;
+    if (c->server)
+        return run_onboard_remote(c, cli_opt(c, "report"));
     o.batch = cli_opt(c, "batch");
     o.bundle_sig = cli_opt(c, "bundle-sig");
     o.claim_codes = cli_opt(c, "claim-codes");
@@ -181,31 +270,10 @@ static int run_onboard(cli *c)
         rc = 1;
     if (err != CF_OK && !s.import_id)
         return cli_fail(c); /* nothing started: no summary to give */
-    double rate = s.seconds > 0 ? (double)s.entries / s.seconds : 0;
-    if (c->json) {
-        cli_print_json(summary_json(&s, o.manifest, err != CF_OK ? c->err.msg : NULL));
-    } else {
-        printf("onboard %s (import %lld): %llu entries: %llu added, %llu already present,"
-               " %llu rejected, %llu conflicts; %.1f s, %.0f entries/s, %d threads\n",
-               o.manifest, (long long)s.import_id, (unsigned long long)s.entries,
-               (unsigned long long)s.added, (unsigned long long)s.present,
-               (unsigned long long)s.rejected, (unsigned long long)s.conflicts, s.seconds, rate,
-               s.threads);
-        if (s.complete)
-            printf("manifest sha256 %s\n", s.sha256);
-    }
-    if (err != CF_OK) {
-        rc = cli_fail(c);
-    } else if (s.interrupted) {
-        fprintf(stderr,
-                "certfleet: onboard: interrupted: the %llu entries above are committed; run the"
-                " same command again to finish\n",
-                (unsigned long long)s.entries);
-        rc = 1;
-    } else if (s.entries > 0 && s.added + s.present == 0) {
-        fprintf(stderr, "certfleet: onboard: no entry of %s verified\n", o.manifest);
-        rc = 1;
-    }
+    json_t *sum = cf_api_onboard_summary(&s, o.manifest, err != CF_OK ? c->err.msg : NULL);
+    int rc2 = print_summary(c, sum);
+    if (!rc)
+        rc = rc2;
     return rc;
 }
 
@@ -227,6 +295,6 @@ const cli_cmd cli_cmds_onboard[] = {
     {"onboard", NULL, 0,
      "import a signed manifest: verify every entry, add the good ones on hold (exit 0 when the"
      " file was read to its end and some entry verified or was already present)",
-     onboard_opts, run_onboard, 1, 1, 0},
+     onboard_opts, run_onboard, 1, CLI_OP, 0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

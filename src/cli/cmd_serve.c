@@ -12,10 +12,11 @@
 static int run_serve(cli *c)
 {
     cf_server_opts o = {0};
-    long long threads, timeout, max_body, max_conns;
+    long long threads, timeout, max_body, max_upload, max_conns;
     if (cli_int(c, "threads", 1, 256, 0, &threads) < 0 ||
         cli_int(c, "timeout", 1, 3600, 30, &timeout) < 0 ||
         cli_int(c, "max-body", 1024, 16 * 1024 * 1024, 64 * 1024, &max_body) < 0 ||
+        cli_int(c, "max-upload", 1024, 1LL << 40, 64 * 1024 * 1024, &max_upload) < 0 ||
         cli_int(c, "max-conns", 1, 1000000, 4096, &max_conns) < 0)
         return 2;
     /* --server-name may be repeated: every occurrence is a SAN. */
@@ -36,6 +37,7 @@ static int run_serve(cli *c)
     o.threads = (int)threads;
     o.timeout_s = (int)timeout;
     o.max_body = (size_t)max_body;
+    o.max_upload = (size_t)max_upload;
     o.max_conns = (int)max_conns;
     cf_log_set_level(CF_LOG_INFO); /* start, stop and reload are worth a line */
     /* The workers open their own store connections. */
@@ -57,12 +59,15 @@ static const cli_opt_spec serve_opts[] = {
      " (repeatable; localhost and 127.0.0.1 are always included)"},
     {"timeout", "SECONDS", "drop a connection idle or silent this long (default 30)"},
     {"max-body", "BYTES", "largest request body; larger ones get 413 (default 65536)"},
+    {"max-upload", "BYTES",
+     "largest manifest upload (POST /api/v1/manufacturers/NAME/manifests; default 64 MiB)"},
     {"max-conns", "N", "open TLS connections per worker before it stops accepting (4096)"},
     {NULL, NULL, NULL},
 };
 
 const cli_cmd cli_cmds_serve[] = {
-    {"serve", NULL, 0, "run the server: EST over TLS, health and metrics over HTTP", serve_opts,
-     run_serve, 0, 1, 0},
+    {"serve", NULL, 0,
+     "run the server: EST and the management API over TLS, health and metrics over HTTP",
+     serve_opts, run_serve, 0, 1, 0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

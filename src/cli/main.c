@@ -13,8 +13,9 @@
 #include "core/fs.h"
 
 static const cli_cmd *const tables[] = {
-    cli_cmds_core,  cli_cmds_ca,     cli_cmds_manufacturer, cli_cmds_manifest, cli_cmds_onboard,
-    cli_cmds_owner, cli_cmds_device, cli_cmds_audit,        cli_cmds_serve,
+    cli_cmds_core,    cli_cmds_ca,     cli_cmds_manufacturer, cli_cmds_manifest,
+    cli_cmds_onboard, cli_cmds_owner,  cli_cmds_device,       cli_cmds_audit,
+    cli_cmds_serve,   cli_cmds_enroll, cli_cmds_revoke,
 };
 
 static const cli_opt_spec common_opts[] = {
@@ -22,6 +23,13 @@ static const cli_opt_spec common_opts[] = {
      "data directory (default $CERTFLEET_DATA, else the --store sqlite: file's directory, else"
      " ./certfleet-data)"},
     {"store", "URL", "store: sqlite:PATH or postgresql://... (default sqlite:DATA/certfleet.db)"},
+    {"server", "URL",
+     "run on a certfleet server (https://HOST:PORT; default $CERTFLEET_SERVER) instead of the"
+     " store"},
+    {"token", "TOKEN", "with --server: the API token (default $CERTFLEET_TOKEN)"},
+    {"cacert", "FILE",
+     "with --server: the CA chain to trust (default $CERTFLEET_CACERT, else the local store's"
+     " chain)"},
     {"help", NULL, "show this help"},
     {NULL, NULL, NULL},
 };
@@ -260,15 +268,84 @@ static int leading_common_opts(int argc, char **argv)
 {
     int i = 1;
     while (i < argc) {
-        if ((strcmp(argv[i], "--data") == 0 || strcmp(argv[i], "--store") == 0) && i + 1 < argc)
+        if ((strcmp(argv[i], "--data") == 0 || strcmp(argv[i], "--store") == 0 ||
+             strcmp(argv[i], "--server") == 0 || strcmp(argv[i], "--token") == 0 ||
+             strcmp(argv[i], "--cacert") == 0) &&
+            i + 1 < argc)
             i += 2;
         else if (strncmp(argv[i], "--data=", 7) == 0 || strncmp(argv[i], "--store=", 8) == 0 ||
-                 strcmp(argv[i], "--json") == 0)
+                 strncmp(argv[i], "--server=", 9) == 0 || strncmp(argv[i], "--token=", 8) == 0 ||
+                 strncmp(argv[i], "--cacert=", 9) == 0 || strcmp(argv[i], "--json") == 0)
             i += 1;
         else
             break;
     }
     return i - 1;
+}
+
+static const char *opt_or_env(const cli *c, const char *opt, const char *env)
+{
+    const char *v = cli_opt(c, opt);
+    if (!v) {
+        v = getenv(env);
+        if (v && !*v)
+            v = NULL;
+    }
+    return v;
+}
+
+/* The certificates a server's must chain to: --cacert, else the chain of the local store
+ * (what certfleet ca export writes), when there is one. */
+static int load_trust(cli *c)
+{
+    const char *file = opt_or_env(c, "cacert", "CERTFLEET_CACERT");
+    char path[4200];
+    if (file) {
+        if (cf_fs_read_file(file, 1024 * 1024, &c->trust, &c->trust_len, &c->err) != CF_OK)
+            return cli_fail(c);
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/certfleet.db", c->data_dir);
+    if (!c->store_url && !cf_fs_exists(path))
+        return cli_usage(c, "--server needs --cacert FILE (the chain from certfleet ca export)"
+                            " when there is no local store");
+    cf_fleet *f = NULL;
+    cf_err rc = cf_fleet_open(c->data_dir, c->store_url, &f, &c->err);
+    if (rc == CF_OK)
+        rc = cf_fleet_chain_pem(f, &c->trust, &c->trust_len, &c->err);
+    cf_fleet_close(f);
+    if (rc != CF_OK) {
+        cf_error_prefix(&c->err, "--server without --cacert: the local store's chain");
+        return cli_fail(c);
+    }
+    return 0;
+}
+
+/* --server (or $CERTFLEET_SERVER for a command that can use it): checks what goes with it. */
+static int setup_remote(cli *c)
+{
+    int explicit = cli_opt(c, "server") != NULL;
+    c->server = opt_or_env(c, "server", "CERTFLEET_SERVER");
+    if (c->server && c->cmd->needs_store != CLI_OP) {
+        if (explicit)
+            return cli_usage(c, "is not an operation on a store: it runs here, without --server");
+        c->server = NULL; /* the environment's server is for the commands that take one */
+    }
+    if (!c->server) {
+        if (cli_opt(c, "token") || cli_opt(c, "cacert"))
+            return cli_usage(c, "--token and --cacert go with --server URL");
+        return 0;
+    }
+    if (cli_opt(c, "as-owner") || cli_opt(c, "as-role"))
+        return cli_usage(c, "--as-owner and --as-role: with --server, the token says who you are");
+    if (cli_opt(c, "store"))
+        return cli_usage(c, "--store and --server: give one");
+    if (!(c->token = opt_or_env(c, "token", "CERTFLEET_TOKEN")))
+        return cli_usage(c, "--server needs --token TOKEN or $CERTFLEET_TOKEN");
+    for (const char *t = c->token; *t; t++)
+        if (*t <= ' ' || *t > '~')
+            return cli_usage(c, "--token: expected a token (printable characters, no spaces)");
+    return load_trust(c);
 }
 
 static int run(int argc, char **argv);
@@ -336,11 +413,17 @@ static int run(int argc, char **argv)
     set_actor(&c);
     umask(077); /* whatever certfleet creates in DATA is its own */
 
-    if ((rc = check_store_exists(&c)) != 0)
+    if ((rc = setup_remote(&c)) != 0) {
+        free(c.trust);
         return rc;
-    if (c.cmd->needs_store && cf_fleet_open(c.data_dir, c.store_url, &c.fleet, &c.err) != CF_OK)
+    }
+    if (!c.server && (rc = check_store_exists(&c)) != 0)
+        return rc;
+    if (!c.server && c.cmd->needs_store &&
+        cf_fleet_open(c.data_dir, c.store_url, &c.fleet, &c.err) != CF_OK)
         return cli_fail(&c);
     rc = c.cmd->run(&c);
     cf_fleet_close(c.fleet);
+    free(c.trust);
     return rc;
 }

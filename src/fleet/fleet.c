@@ -1,4 +1,5 @@
 #include "fleet/fleet.h"
+#include "fleet/fleet_int.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -25,6 +26,9 @@ struct cf_fleet {
     char *org, *base_url, *issuing_name, *issuing_key_ref;
     int device_days;
     cf_csr_parser *csr_parser; /* made on first issuance */
+    /* CRL shards (revoke.h): the size read with the issuer, and the shard this handle is
+     * filling with how many places it has left. */
+    int64_t shard_size, shard, shard_left;
 };
 
 cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out, cf_error *err)
@@ -314,23 +318,35 @@ static cf_err load_issuer(cf_fleet *f, cf_error *err)
     else
         rc = cf_issuer_new(f->issuing, key, f->issuing_name, f->base_url, &f->issuer, err);
     EVP_PKEY_free(key);
+    char *size = NULL;
+    cf_err src = rc == CF_OK ? cf_store_meta_get(f->st, "crl_shard_size", &size, err) : CF_OK;
+    if (src == CF_OK && size)
+        f->shard_size = strtoll(size, NULL, 10);
+    else if (src != CF_ERR_NOT_FOUND)
+        rc = src;
+    free(size);
     return rc;
 }
 
-/* One request on its way through issuance: checked and signed outside any transaction,
- * then recorded inside one. */
-typedef struct {
-    const cf_issue_req *req;
-    X509 *x;
-    unsigned char *der; /* x's DER (OPENSSL_free) */
-    size_t der_len;
-    char serial[CF_SERIAL_HEX_MAX];
-    char keydesc[64];
-    int64_t owner_id; /* the device's owner when signed (0: vendor) */
-    int device_exists;
-} pending_cert;
+/* The CRL shard the next certificate goes into: this handle fills a shard of its own, and
+ * reserves the next when it is full, so no shard holds more than the shard size. */
+static cf_err next_shard(cf_fleet *f, int64_t *shard, cf_error *err)
+{
+    *shard = 0;
+    if (f->shard_size <= 0)
+        return CF_OK;
+    if (f->shard_left <= 0) {
+        cf_err rc = cf_store_crl_shard_reserve(f->st, f->issuer_ca_id, &f->shard, err);
+        if (rc != CF_OK)
+            return rc;
+        f->shard_left = f->shard_size;
+    }
+    f->shard_left--;
+    *shard = f->shard;
+    return CF_OK;
+}
 
-static void pending_clear(pending_cert *p)
+void cf_fleet_pending_clear(cf_pending_cert *p)
 {
     X509_free(p->x);
     OPENSSL_free(p->der);
@@ -338,7 +354,8 @@ static void pending_clear(pending_cert *p)
     p->der = NULL;
 }
 
-static cf_err issue_prepare(cf_fleet *f, const cf_issue_req *req, pending_cert *p, cf_error *err)
+cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p,
+                              cf_error *err)
 {
     X509_PUBKEY *spki = NULL;
     EVP_PKEY *pub = NULL;
@@ -384,10 +401,13 @@ static cf_err issue_prepare(cf_fleet *f, const cf_issue_req *req, pending_cert *
                           (long long)(left / 86400));
         goto out;
     }
+    if ((rc = next_shard(f, &p->crl_shard, err)) != CF_OK)
+        goto out;
     cf_device_profile profile = {
         .device_id = req->device_id,
         .org = owner[0] ? owner : f->org,
         .days = days,
+        .crl_shard = p->crl_shard,
     };
     rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &p->x, &p->der, &p->der_len,
                                     p->serial, err);
@@ -436,7 +456,7 @@ static void cert_rec_free(cf_cert_rec *rec)
 
 /* Inside the caller's transaction: the device (created or made active), the certificate
  * and the audit record. */
-static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
+cf_err cf_fleet_issue_record(cf_fleet *f, const cf_pending_cert *p, cf_error *err)
 {
     const cf_issue_req *req = p->req;
     cf_cert_rec rec;
@@ -449,6 +469,7 @@ static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
                               &rec, err);
     if (rc != CF_OK)
         return rc;
+    rec.crl_shard = p->crl_shard;
 
     if (!p->device_exists)
         rc = cf_store_device_ensure(f->st, req->device_id, CF_DEVICE_ACTIVE, &created, err);
@@ -477,12 +498,12 @@ static cf_err issue_record(cf_fleet *f, const pending_cert *p, cf_error *err)
     return rc;
 }
 
-static cf_err issue_one_txn(cf_fleet *f, const pending_cert *p, cf_error *err)
+static cf_err issue_one_txn(cf_fleet *f, const cf_pending_cert *p, cf_error *err)
 {
     cf_err rc = cf_store_begin(f->st, err);
     if (rc != CF_OK)
         return rc;
-    if ((rc = issue_record(f, p, err)) == CF_OK)
+    if ((rc = cf_fleet_issue_record(f, p, err)) == CF_OK)
         rc = cf_store_commit(f->st, err);
     else
         cf_store_rollback(f->st);
@@ -491,42 +512,42 @@ static cf_err issue_one_txn(cf_fleet *f, const pending_cert *p, cf_error *err)
 
 cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err)
 {
-    pending_cert p;
-    cf_err rc = issue_prepare(f, req, &p, err);
+    cf_pending_cert p;
+    cf_err rc = cf_fleet_issue_prepare(f, req, &p, err);
     /* A 128-bit random serial collides only by accident of the universe; the unique index
      * still decides, and a collision draws again. */
     for (int attempt = 0; rc == CF_OK && attempt < 3; attempt++) {
         rc = issue_one_txn(f, &p, err);
         if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
             break;
-        pending_clear(&p);
-        rc = issue_prepare(f, req, &p, err);
+        cf_fleet_pending_clear(&p);
+        rc = cf_fleet_issue_prepare(f, req, &p, err);
     }
     if (rc == CF_OK) {
         *out = p.x;
         p.x = NULL;
     }
-    pending_clear(&p);
+    cf_fleet_pending_clear(&p);
     return rc;
 }
 
 cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
                             cf_issue_result *results, cf_error *err)
 {
-    pending_cert *ps = calloc(n ? n : 1, sizeof *ps);
+    cf_pending_cert *ps = calloc(n ? n : 1, sizeof *ps);
     if (!ps)
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
     size_t good = 0;
     for (size_t i = 0; i < n; i++) {
         results[i].cert = NULL;
-        results[i].rc = issue_prepare(f, &reqs[i], &ps[i], &results[i].err);
+        results[i].rc = cf_fleet_issue_prepare(f, &reqs[i], &ps[i], &results[i].err);
         good += results[i].rc == CF_OK;
     }
     cf_err rc = CF_OK;
     if (good > 0 && (rc = cf_store_begin(f->st, err)) == CF_OK) {
         for (size_t i = 0; i < n && rc == CF_OK; i++)
             if (results[i].rc == CF_OK)
-                rc = issue_record(f, &ps[i], err);
+                rc = cf_fleet_issue_record(f, &ps[i], err);
         if (rc == CF_OK)
             rc = cf_store_commit(f->st, err);
         else
@@ -544,7 +565,7 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
         }
     }
     for (size_t i = 0; i < n; i++)
-        pending_clear(&ps[i]);
+        cf_fleet_pending_clear(&ps[i]);
     free(ps);
     return CF_OK;
 }
@@ -644,4 +665,9 @@ cf_err cf_fleet_get_status(cf_fleet *f, cf_fleet_status *out, cf_error *err)
         (rc = cf_store_schema_version(f->st, &out->schema_version, err)) != CF_OK)
         return rc;
     return CF_OK;
+}
+
+const char *cf_fleet_key_dir(const cf_fleet *f)
+{
+    return f->key_dir;
 }

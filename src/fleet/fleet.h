@@ -20,6 +20,8 @@ typedef struct cf_fleet cf_fleet;
 cf_err cf_fleet_open(const char *data_dir, const char *store_url, cf_fleet **out, cf_error *err);
 void cf_fleet_close(cf_fleet *f); /* accepts NULL */
 cf_store *cf_fleet_store(cf_fleet *f);
+/* DATA/keys: where key files named by a bare reference live. */
+const char *cf_fleet_key_dir(const cf_fleet *f);
 
 /* The default base URL of the revocation endpoints named in issued certificates. */
 #define CF_DEFAULT_BASE_URL "http://127.0.0.1:8080"

@@ -10,6 +10,7 @@
 
 #include "audit/audit.h"
 #include "core/util.h"
+#include "fleet/access_int.h"
 #include "fleet/onboard.h"
 #include "pki/jose.h"
 #include "pki/manifest_make.h"
@@ -30,8 +31,7 @@ static const char *role_verb(cf_role need)
     return need == CF_ROLE_ADMIN ? "an admin" : "an operator or admin";
 }
 
-/* CF_OK when p's role is at least need (admin > operator > auditor). */
-static cf_err check_role(const cf_principal *p, cf_role need, const char *what, cf_error *err)
+cf_err cf_fleet_check_role(const cf_principal *p, cf_role need, const char *what, cf_error *err)
 {
     if (p->role <= need)
         return CF_OK;
@@ -39,12 +39,11 @@ static cf_err check_role(const cf_principal *p, cf_role need, const char *what, 
                         role_verb(need), cf_role_name(p->role));
 }
 
-/* The vendor's own principal (no owner scope) with at least role need. */
-static cf_err check_vendor(const cf_principal *p, cf_role need, const char *what, cf_error *err)
+cf_err cf_fleet_check_vendor(const cf_principal *p, cf_role need, const char *what, cf_error *err)
 {
     if (p->owner_id)
         return cf_error_set(err, CF_ERR_POLICY, "%s is for the vendor's operator only", what);
-    return check_role(p, need, what, err);
+    return cf_fleet_check_role(p, need, what, err);
 }
 
 static int visible(const cf_principal *p, const cf_device_rec *d)
@@ -112,7 +111,7 @@ cf_err cf_fleet_owner_add(cf_fleet *f, const cf_principal *p, const char *name, 
                           cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
-    cf_err rc = check_vendor(p, CF_ROLE_ADMIN, "adding an owner", err);
+    cf_err rc = cf_fleet_check_vendor(p, CF_ROLE_ADMIN, "adding an owner", err);
     if (rc != CF_OK)
         return rc;
     if (!cf_fleet_name_valid(name))
@@ -152,7 +151,7 @@ cf_err cf_fleet_owner_list(cf_fleet *f, const cf_principal *p, cf_owner_rec **re
 static cf_err token_owner(cf_fleet *f, const cf_principal *p, const char *name, cf_owner_rec *out,
                           cf_error *err)
 {
-    cf_err rc = check_role(p, CF_ROLE_ADMIN, "managing tokens", err);
+    cf_err rc = cf_fleet_check_role(p, CF_ROLE_ADMIN, "managing tokens", err);
     if (rc == CF_OK && strcmp(name, CF_VENDOR_TOKENS) == 0) {
         if (p->owner_id)
             return cf_error_set(err, CF_ERR_POLICY, "the vendor's tokens are the vendor's");
@@ -330,7 +329,7 @@ cf_err cf_fleet_claim_limits_set(cf_fleet *f, const cf_principal *p, const cf_cl
                                  cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
-    cf_err rc = check_vendor(p, CF_ROLE_ADMIN, "setting claim limits", err);
+    cf_err rc = cf_fleet_check_vendor(p, CF_ROLE_ADMIN, "setting claim limits", err);
     if (rc != CF_OK)
         return rc;
     cf_claim_limits v = *l;
@@ -525,7 +524,7 @@ cf_err cf_fleet_device_claim(cf_fleet *f, const cf_principal *p, const cf_claim_
     cf_owner_rec o = {0};
     cf_err rc = check_device_id(req->device_id, err);
     if (rc == CF_OK)
-        rc = check_role(p, CF_ROLE_OPERATOR, "claiming a device", err);
+        rc = cf_fleet_check_role(p, CF_ROLE_OPERATOR, "claiming a device", err);
     if (rc != CF_OK)
         return rc;
     if (p->owner_id) {
@@ -557,7 +556,7 @@ cf_err cf_fleet_device_claim_batch(cf_fleet *f, const cf_principal *p, const cha
     char **ids = NULL;
     size_t n = 0;
     int64_t total = 0;
-    cf_err rc = check_vendor(p, CF_ROLE_OPERATOR, "claiming a batch", err);
+    cf_err rc = cf_fleet_check_vendor(p, CF_ROLE_OPERATOR, "claiming a batch", err);
     if (rc == CF_OK)
         rc = owner_by_name(f, owner, &o, err);
     if (rc != CF_OK)
@@ -610,7 +609,7 @@ cf_err cf_fleet_device_transfer(cf_fleet *f, const cf_principal *p, const char *
     size_t n = 0;
     cf_err rc = check_device_id(device_id, err);
     if (rc == CF_OK)
-        rc = check_role(p, CF_ROLE_ADMIN, "transferring a device", err);
+        rc = cf_fleet_check_role(p, CF_ROLE_ADMIN, "transferring a device", err);
     if (rc == CF_OK)
         rc = owner_by_name(f, owner, &o, err);
     if (rc != CF_OK)
@@ -692,8 +691,8 @@ cf_err cf_fleet_device_set_state(cf_fleet *f, const cf_principal *p, const char 
                             cf_device_state_name(to));
     cf_err rc = check_device_id(device_id, err);
     if (rc == CF_OK)
-        rc = check_role(p, to == CF_DEVICE_DECOMMISSIONED ? CF_ROLE_ADMIN : CF_ROLE_OPERATOR,
-                        action + 7, err);
+        rc = cf_fleet_check_role(
+            p, to == CF_DEVICE_DECOMMISSIONED ? CF_ROLE_ADMIN : CF_ROLE_OPERATOR, action + 7, err);
     if (rc != CF_OK)
         return rc;
     if ((rc = cf_store_begin(st, err)) != CF_OK)
@@ -743,7 +742,7 @@ cf_err cf_fleet_device_set_group(cf_fleet *f, const cf_principal *p, const char 
     cf_device_rec d = {0};
     cf_err rc = check_device_id(device_id, err);
     if (rc == CF_OK)
-        rc = check_role(p, CF_ROLE_OPERATOR, "grouping devices", err);
+        rc = cf_fleet_check_role(p, CF_ROLE_OPERATOR, "grouping devices", err);
     if (rc != CF_OK)
         return rc;
     if (grp && !cf_fleet_name_valid(grp))

@@ -343,9 +343,11 @@ typedef struct {
     ASN1_TIME *dev_nb, *dev_na;
     char *prefix;    /* the payload's constant members, without the closing brace */
     char *batch_b64; /* x5c[1] */
+    char *batch_pem; /* the batch CA as PEM, for certs/UID.pem */
     char protected_b64[512];
     uint64_t uid_base;
     char keys_dir[4096];
+    char certs_dir[4096];
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -543,6 +545,36 @@ static cf_err write_key_file(run *r, const char *uid_hex, const char *pem, size_
     return CF_OK;
 }
 
+/* der as a PEM CERTIFICATE block into out (PEM_LEN(len) bytes); returns its length. */
+#define PEM_LEN(n) (B64_LEN(n) + B64_LEN(n) / 64 + 64)
+static size_t cert_pem(const unsigned char *der, size_t len, char *out)
+{
+    size_t n = (size_t)sprintf(out, "-----BEGIN CERTIFICATE-----\n");
+    for (size_t off = 0; off < len; off += 48) {
+        size_t chunk = len - off < 48 ? len - off : 48;
+        n += (size_t)EVP_EncodeBlock((unsigned char *)out + n, der + off, (int)chunk);
+        out[n++] = '\n';
+    }
+    n += (size_t)sprintf(out + n, "-----END CERTIFICATE-----\n");
+    return n;
+}
+
+/* certs/UID.pem: the birth certificate, then the batch CA (what a device presents in TLS). */
+static cf_err write_cert_file(run *r, const char *uid_hex, const unsigned char *der, size_t len,
+                              cf_error *err)
+{
+    char path[4096 + 64], pem[PEM_LEN(CERT_DER_MAX)];
+    size_t n = cert_pem(der, len, pem);
+    snprintf(path, sizeof path, "%s/%s.pem", r->certs_dir, uid_hex);
+    FILE *fp = fopen(path, "wxe");
+    if (!fp)
+        return cf_error_set(err, CF_ERR_IO, "%s: %s", path, strerror(errno));
+    int ok = fwrite(pem, 1, n, fp) == n && fputs(r->batch_pem, fp) >= 0;
+    if (fclose(fp) != 0 || !ok)
+        return cf_error_set(err, CF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return CF_OK;
+}
+
 /* RFC 5915 ECPrivateKey as it sits inside PKCS #8 (the curve is named in the
  * AlgorithmIdentifier), encoded by OpenSSL's ASN.1 templates. OpenSSL 3.0's generic path
  * (PEM_write_bio_PrivateKey) sets up an encoder context per key, which a profile showed to
@@ -639,7 +671,8 @@ static cf_err make_device(worker *w, uint64_t index, const unsigned char *rnd, c
     buf_str(&s->keys, uid_hex);
     buf_str(&s->keys, "\n");
     buf_add(&s->keys, pem, (size_t)pemlen);
-    if (r->o->key_files && (rc = write_key_file(r, uid_hex, pem, (size_t)pemlen, err)) != CF_OK)
+    if (r->o->key_files && ((rc = write_key_file(r, uid_hex, pem, (size_t)pemlen, err)) != CF_OK ||
+                            (rc = write_cert_file(r, uid_hex, der, derlen, err)) != CF_OK))
         goto out;
 
     buf_str(&s->csv, uid_hex);
@@ -955,7 +988,9 @@ cf_err cf_manifest_make(const cf_manifest_make_opts *o, cf_manifest_make_stats *
         goto out;
     }
     snprintf(r.keys_dir, sizeof r.keys_dir, "%s/keys", dir);
-    if (o->key_files && (rc = cf_fs_mkdirs(r.keys_dir, 0700, err)) != CF_OK)
+    snprintf(r.certs_dir, sizeof r.certs_dir, "%s/certs", dir);
+    if (o->key_files && ((rc = cf_fs_mkdirs(r.keys_dir, 0700, err)) != CF_OK ||
+                         (rc = cf_fs_mkdirs(r.certs_dir, 0755, err)) != CF_OK))
         goto out;
 
     int64_t now = o->now ? o->now : (int64_t)time(NULL);
@@ -988,12 +1023,14 @@ cf_err cf_manifest_make(const cf_manifest_make_opts *o, cf_manifest_make_stats *
     for (int i = 0; i < 8; i++)
         r.uid_base = r.uid_base << 8 | uid_base[i];
     r.batch_b64 = malloc(B64_LEN(derlen));
-    if (!r.batch_b64) {
+    r.batch_pem = malloc(PEM_LEN(derlen));
+    if (!r.batch_b64 || !r.batch_pem) {
         OPENSSL_free(der);
         rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
         goto out;
     }
     EVP_EncodeBlock((unsigned char *)r.batch_b64, der, (int)derlen);
+    cert_pem(der, derlen, r.batch_pem);
     OPENSSL_free(der);
 
     r.nchunks = (o->devices + CHUNK_DEVICES - 1) / CHUNK_DEVICES;
@@ -1064,6 +1101,7 @@ out:
     free(r.slots);
     free(r.prefix);
     free(r.batch_b64);
+    free(r.batch_pem);
     ASN1_TIME_free(r.dev_nb);
     ASN1_TIME_free(r.dev_na);
     pki_clear(&p);

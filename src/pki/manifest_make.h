@@ -9,6 +9,8 @@
  *   manifest.json                      JSON array of flattened JWS entries, one per device
  *   device-keys.pem                    every device key, each after a "# uniqueId UID" line
  *   keys/UID.key                       one file per device key (only with key_files)
+ *   certs/UID.pem                      its birth certificate then the batch CA: the chain a
+ *                                      simulated device presents in TLS (only with key_files)
  *   claim-codes.csv                    "unique_id,claim_code", one line per device
  * Private keys are PKCS#8 PEM, mode 0600; everything else 0644.
  *

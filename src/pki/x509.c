@@ -23,6 +23,10 @@ struct cf_issuer {
     EVP_PKEY *key;
     const EVP_MD *md;
     X509_EXTENSION *aki, *crldp, *aia; /* shared by every certificate issued */
+    X509_EXTENSION *freshest;          /* device certificates: where the delta CRL is */
+    char *crl_base;                    /* BASE/crl/CA_NAME: a shard's CRL is CRL_BASE-sN.crl */
+    int64_t shard_no;                  /* the shard whose distribution point shard_dp is */
+    X509_EXTENSION *shard_dp;
     int64_t not_after;
     /* Initialised once and copied for each signature: OpenSSL 3.0 fetches the digest and
      * signature implementations on every init, which costs more than copying. NULL when
@@ -35,6 +39,23 @@ struct cf_issuer {
     unsigned char *alg_der;
     int alg_der_len;
 };
+
+static X509_EXTENSION *conf_ext(X509 *issuer, int nid, const char *value);
+
+/* The CRL distribution point of shard n, made once per shard (an issuer fills one shard at
+ * a time). NULL when OpenSSL fails. */
+static X509_EXTENSION *shard_dp(cf_issuer *iss, int64_t n)
+{
+    if (iss->shard_dp && iss->shard_no == n)
+        return iss->shard_dp;
+    char value[2100];
+    snprintf(value, sizeof value, "URI:%s-s%lld.crl", iss->crl_base ? iss->crl_base : "",
+             (long long)n);
+    X509_EXTENSION_free(iss->shard_dp);
+    iss->shard_dp = iss->crl_base ? conf_ext(iss->cert, NID_crl_distribution_points, value) : NULL;
+    iss->shard_no = n;
+    return iss->shard_dp;
+}
 
 static cf_err set_name(X509_NAME *name, const char *org, const char *cn, cf_error *err)
 {
@@ -197,7 +218,11 @@ cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char 
     snprintf(value, sizeof value, "OCSP;URI:%s/ocsp,caIssuers;URI:%s/ca/%s.crt", base_url, base_url,
              ca_name);
     iss->aia = conf_ext(cert, NID_info_access, value);
-    if (!iss->aki || !iss->crldp || !iss->aia) {
+    snprintf(value, sizeof value, "URI:%s/crl/%s-delta.crl", base_url, ca_name);
+    iss->freshest = conf_ext(cert, NID_freshest_crl, value);
+    snprintf(value, sizeof value, "%s/crl/%s", base_url, ca_name);
+    iss->crl_base = strdup(value);
+    if (!iss->aki || !iss->crldp || !iss->aia || !iss->freshest) {
         cf_issuer_free(iss);
         return cf_error_openssl(err, CF_ERR_CRYPTO,
                                 "cannot prepare issuer %s (does it have a subject key id, and"
@@ -220,6 +245,9 @@ void cf_issuer_free(cf_issuer *iss)
     X509_EXTENSION_free(iss->aki);
     X509_EXTENSION_free(iss->crldp);
     X509_EXTENSION_free(iss->aia);
+    X509_EXTENSION_free(iss->freshest);
+    X509_EXTENSION_free(iss->shard_dp);
+    free(iss->crl_base);
     free(iss);
 }
 
@@ -406,8 +434,10 @@ static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki
         (rc = set_name(X509_get_subject_name(x), profile->org, profile->device_id, err)) != CF_OK ||
         (rc = set_validity(x, iss->not_after, profile->days, err)) != CF_OK)
         goto fail;
-    if (!add_device_exts(x, profile->device_id) || !X509_add_ext(x, iss->aki, -1) ||
-        !X509_add_ext(x, iss->crldp, -1) || !X509_add_ext(x, iss->aia, -1)) {
+    X509_EXTENSION *dp = profile->crl_shard ? shard_dp(iss, profile->crl_shard) : iss->crldp;
+    if (!dp || !add_device_exts(x, profile->device_id) || !X509_add_ext(x, iss->aki, -1) ||
+        !X509_add_ext(x, dp, -1) || (!profile->crl_shard && !X509_add_ext(x, iss->freshest, -1)) ||
+        !X509_add_ext(x, iss->aia, -1)) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot add certificate extensions");
         goto fail;
     }

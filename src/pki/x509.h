@@ -38,6 +38,9 @@ typedef struct {
     const char *device_id; /* subject CN, and the SAN URI urn:certfleet:device:ID */
     const char *org;       /* subject O */
     int days;              /* validity; clamped to the issuer's own */
+    /* 0: the CRL distribution point is the CA's whole CRL, with the delta CRL as Freshest
+     * CRL; else CRL shard crl_shard's (BASE/crl/CA-sN.crl), no delta. */
+    int64_t crl_shard;
 } cf_device_profile;
 
 /* Signs a device certificate for pub under profile with a fresh random serial (its hex in

@@ -1,6 +1,7 @@
 /* http.c - the framing every request shares: route lookup (404, 405), Content-Type check
- * (415), replies, the fleet-error-to-status table, metrics and the request log. Handlers in
- * routes.c only produce their body. */
+ * (415), replies, the fleet-error-to-status table (plain text, and JSON for the management
+ * API), metrics and the request log. Handlers in routes.c only produce their body; paths
+ * under /api/v1/ that no exact route takes go to the operation table (api_http.c). */
 #include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -13,6 +14,7 @@
 #include <strings.h>
 
 #include "core/util.h"
+#include "server/api_http.h"
 #include "server/srv.h"
 
 #define EST_PREFIX "/.well-known/est/"
@@ -94,18 +96,58 @@ static const struct {
     {CF_ERR_TAMPERED, 500}, {CF_ERR_NOMEM, 503},       {CF_ERR_INTERNAL, 500},
 };
 
+static int err_to_status(cf_err code)
+{
+    for (size_t i = 0; i < sizeof err_status / sizeof err_status[0]; i++)
+        if (err_status[i].code == code)
+            return err_status[i].status;
+    return 500;
+}
+
 void srv_fail_err(srv_req *r, const cf_error *err)
 {
-    int status = 500;
-    for (size_t i = 0; i < sizeof err_status / sizeof err_status[0]; i++)
-        if (err_status[i].code == err->code)
-            status = err_status[i].status;
+    int status = err_to_status(err->code);
     srv_cause cause = (srv_cause)(SRV_CAUSE_FLEET + (int)err->code);
     if (status >= 500)
         srv_fail(r, status, cause, "%s: the server could not answer (%s)", r->path,
                  cf_err_name(err->code));
     else
         srv_fail(r, status, cause, "%s", err->msg);
+}
+
+/* ---- JSON errors (the management API) ---- */
+
+void srv_fail_json(srv_req *r, int status, srv_cause cause, const char *code, const char *fmt, ...)
+{
+    char msg[CF_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    if (text) {
+        srv_reply(r, status, "application/json", text, strlen(text));
+        evbuffer_add(out, "\n", 1);
+    } else {
+        srv_reply(r, status, "application/json", "{}\n", 3);
+    }
+    r->cause = cause;
+    free(text);
+    json_decref(j);
+}
+
+void srv_fail_err_json(srv_req *r, const cf_error *err)
+{
+    int status = err_to_status(err->code);
+    srv_cause cause = (srv_cause)(SRV_CAUSE_FLEET + (int)err->code);
+    if (status >= 500)
+        srv_fail_json(r, status, cause, cf_err_name(err->code),
+                      "%s: the server could not answer (%s)", r->path, cf_err_name(err->code));
+    else
+        srv_fail_json(r, status, cause, cf_err_name(err->code), "%s", err->msg);
 }
 
 /* ---- routing ---- */
@@ -164,6 +206,22 @@ static const char *method_name(int m)
     return "OTHER";
 }
 
+/* 1 if an exact route serves path on r's listener (with any method). */
+/* 1 if route path rp takes path: the same, or rp ends in '/' and path goes on below it. */
+static int path_matches(const char *rp, const char *path)
+{
+    size_t n = strlen(rp);
+    return strcmp(rp, path) == 0 || (n && rp[n - 1] == '/' && strncmp(rp, path, n) == 0 && path[n]);
+}
+
+static int route_exists(const srv_req *r, const char *path)
+{
+    for (int i = 0; srv_routes[i].path; i++)
+        if ((srv_routes[i].on & r->on) && path_matches(srv_routes[i].path, path))
+            return 1;
+    return 0;
+}
+
 /* Finds the route; answers 404 or 405 itself and returns -1 when there is none. */
 static int route_find(srv_req *r, const char *path, int method)
 {
@@ -171,7 +229,7 @@ static int route_find(srv_req *r, const char *path, int method)
     int path_known = 0;
     for (int i = 0; srv_routes[i].path; i++) {
         const srv_route *rt = &srv_routes[i];
-        if (!(rt->on & r->on) || strcmp(rt->path, path) != 0 || (r->label[0] && !rt->label))
+        if (!(rt->on & r->on) || !path_matches(rt->path, path) || (r->label[0] && !rt->label))
             continue;
         if (rt->method == method)
             return i;
@@ -271,8 +329,14 @@ void srv_http_dispatch(struct evhttp_request *req, void *arg)
     if (!r.path) {
         r.path = raw;
         srv_fail(&r, 404, SRV_CAUSE_NO_ROUTE, "malformed EST label");
+    } else if (strncmp(r.path, SRV_API_PREFIX, strlen(SRV_API_PREFIX)) == 0 &&
+               !route_exists(&r, r.path)) {
+        srv_api_dispatch(&r, method); /* exact routes first, then the operation table */
     } else if ((route = route_find(&r, r.path, method)) < 0) {
         route = SRV_MAX_ROUTES;
+    } else if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > w->srv->max_body) {
+        srv_fail(&r, 413, SRV_CAUSE_BAD_REQUEST, "%s: request body over the limit of %zu bytes",
+                 r.path, w->srv->max_body);
     } else if (srv_routes[route].ctype && !ctype_is(req, srv_routes[route].ctype)) {
         srv_fail(&r, 415, SRV_CAUSE_MEDIA_TYPE, "%s: Content-Type must be %s", r.path,
                  srv_routes[route].ctype);

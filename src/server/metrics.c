@@ -23,7 +23,11 @@ static const char *const cause_names[SRV_CAUSE_FLEET] = {
     [SRV_CAUSE_MEDIA_TYPE] = "unsupported_media_type",
     [SRV_CAUSE_BAD_REQUEST] = "bad_request",
     [SRV_CAUSE_NOT_IMPLEMENTED] = "not_implemented",
+    [SRV_CAUSE_UNAUTHENTICATED] = "unauthenticated",
 };
+
+static const char *const est_ops[SRV_EST_OPS] = {"simpleenroll", "simplereenroll", "serverkeygen"};
+static const char *const est_results[SRV_EST_RESULTS] = {"issued", "pending", "refused", "error"};
 
 /* Only the owning worker writes: a plain load and store, no read-modify-write lock. */
 static void bump(atomic_uint_fast64_t *c, uint64_t by)
@@ -52,6 +56,11 @@ void srv_metrics_count(srv_metrics *m, int route, int status, int64_t us, srv_ca
     bump(&m->latency_sum_us, us > 0 ? (uint64_t)us : 0);
     if (cause != SRV_CAUSE_NONE)
         bump(&m->errors[cause], 1);
+}
+
+void srv_metrics_enroll(srv_metrics *m, srv_est_op op, srv_est_result result)
+{
+    bump(&m->est[op][result], 1);
 }
 
 const char *srv_cause_name(srv_cause c)
@@ -112,6 +121,14 @@ void srv_metrics_render(const srv *s, struct evbuffer *out)
             evbuffer_add_printf(out, "certfleet_http_errors_total{cause=\"%s\"} %llu\n",
                                 srv_cause_name((srv_cause)c),
                                 (unsigned long long)SUM(s, errors[c]));
+    evbuffer_add_printf(out, "# HELP certfleet_est_enrollments_total EST enrollments, by "
+                             "operation and result.\n"
+                             "# TYPE certfleet_est_enrollments_total counter\n");
+    for (int op = 0; op < SRV_EST_OPS; op++)
+        for (int res = 0; res < SRV_EST_RESULTS; res++)
+            evbuffer_add_printf(
+                out, "certfleet_est_enrollments_total{op=\"%s\",result=\"%s\"} %llu\n", est_ops[op],
+                est_results[res], (unsigned long long)SUM(s, est[op][res]));
     evbuffer_add_printf(out,
                         "# HELP certfleet_tls_connections_open TLS connections open.\n"
                         "# TYPE certfleet_tls_connections_open gauge\n"

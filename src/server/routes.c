@@ -3,6 +3,7 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+#include "server/rev.h"
 #include "server/srv.h"
 
 static void healthz(srv_req *r)
@@ -36,14 +37,24 @@ static void est_csrattrs(srv_req *r)
     srv_reply_base64(r, "application/csrattrs", r->w->srv->csrattrs, r->w->srv->csrattrs_len);
 }
 
-/* simpleenroll and simplereenroll authenticate the device by its birth or operational
- * certificate against its ownership state, which is not served yet. */
-static void est_not_yet(srv_req *r)
+static void ocsp_post(srv_req *r)
 {
-    srv_fail(r, 501, SRV_CAUSE_NOT_IMPLEMENTED,
-             "%s: enrollment over EST is not available in this version of the server yet; "
-             "issue with certfleet issue",
-             r->path);
+    srv_ocsp_post(r, r->w->ocsp);
+}
+
+static void ocsp_get(srv_req *r)
+{
+    srv_ocsp_get(r, r->w->ocsp);
+}
+
+static void crl_get(srv_req *r)
+{
+    srv_crl_get(r, r->w->srv->crls);
+}
+
+static void ca_get(srv_req *r)
+{
+    srv_ca_get(r);
 }
 
 #define EST "/.well-known/est/"
@@ -56,9 +67,16 @@ const srv_route srv_routes[] = {
     {"/metrics", SRV_ON_PLAIN, GET, NULL, 0, metrics},
     {EST "cacerts", SRV_ON_TLS, GET, NULL, 1, est_cacerts},
     {EST "csrattrs", SRV_ON_TLS, GET, NULL, 1, est_csrattrs},
-    {EST "simpleenroll", SRV_ON_TLS, POST, "application/pkcs10", 1, est_not_yet},
-    {EST "simplereenroll", SRV_ON_TLS, POST, "application/pkcs10", 1, est_not_yet},
-    {EST "serverkeygen", SRV_ON_TLS, POST, "application/pkcs10", 1, est_not_yet},
+    {EST "simpleenroll", SRV_ON_TLS, POST, "application/pkcs10", 1, srv_est_simpleenroll},
+    {EST "simplereenroll", SRV_ON_TLS, POST, "application/pkcs10", 1, srv_est_simplereenroll},
+    {EST "serverkeygen", SRV_ON_TLS, POST, "application/pkcs10", 1, srv_est_serverkeygen},
+    {"/api/v1/device/self", SRV_ON_TLS, GET, NULL, 0, srv_device_self},
+    /* revocation data, on the plain listener as RFC 5019 expects; the OCSP handlers check
+     * the Content-Type themselves, to answer in OCSP */
+    {"/ocsp", SRV_ON_PLAIN, POST, NULL, 0, ocsp_post},
+    {"/ocsp/", SRV_ON_PLAIN, GET, NULL, 0, ocsp_get},
+    {"/crl/", SRV_ON_PLAIN, GET, NULL, 0, crl_get},
+    {"/ca/", SRV_ON_PLAIN, GET, NULL, 0, ca_get},
     {NULL, 0, 0, NULL, 0, NULL},
 };
 

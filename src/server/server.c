@@ -3,23 +3,30 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
+#include "fleet/enroll.h"
+#include "server/rev.h"
 #include "server/srv.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8443"
 #define DEFAULT_HTTP "127.0.0.1:8080"
 #define DEFAULT_TIMEOUT_S 30
 #define DEFAULT_MAX_BODY (64 * 1024)
+#define DEFAULT_MAX_UPLOAD (64 * 1024 * 1024)
 #define DEFAULT_MAX_CONNS 4096
 #define MAX_HEADERS_SIZE (16 * 1024)
 #define STOP_GRACE_US (10 * 1000000LL)
+#define SWEEP_INTERVAL_S 5
 
 /* ---- TLS connections and the connection cap ---- */
 
@@ -89,6 +96,10 @@ static cf_err bind_one(srv_worker *w, struct evhttp *http, const char *addr,
     if (!lev)
         return cf_error_set(err, CF_ERR_IO, "%s: cannot listen: %s", addr,
                             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    /* A reply leaves in several TLS records; with Nagle the last waits for the client's
+     * delayed ACK (40 ms per keep-alive request). Accepted sockets inherit TCP_NODELAY. */
+    int one = 1;
+    setsockopt(evconnlistener_get_fd(lev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (!(*out = evhttp_bind_listener(http, lev))) {
         evconnlistener_free(lev);
         return cf_error_set(err, CF_ERR_IO, "%s: cannot listen", addr);
@@ -115,18 +126,24 @@ static cf_err worker_load(srv_worker *w, cf_error *err)
     cf_fleet *f = NULL;
     char *cacerts = NULL;
     size_t len = 0;
+    srv_ocsp *ocsp = NULL;
     cf_err rc = cf_fleet_open(w->srv->opts.data_dir, w->srv->opts.store_url, &f, err);
     if (rc == CF_OK)
         rc = srv_est_cacerts(f, &cacerts, &len, err);
+    if (rc == CF_OK)
+        rc = srv_ocsp_new(f, &ocsp, err);
     if (rc != CF_OK) {
+        free(cacerts);
         cf_fleet_close(f);
         return rc;
     }
     cf_fleet_close(w->fleet);
     free(w->cacerts);
+    srv_ocsp_free(w->ocsp);
     w->fleet = f;
     w->cacerts = cacerts;
     w->cacerts_len = len;
+    w->ocsp = ocsp;
     return CF_OK;
 }
 
@@ -176,6 +193,29 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
         worker_stop(w);
 }
 
+/* Worker 0's timer: re-enrollments leave the certificates they supersede good for the
+ * owner's grace period; this revokes those whose period has ended. */
+static void sweep(evutil_socket_t fd, short what, void *arg)
+{
+    srv_worker *w = arg;
+    cf_error err = {0};
+    size_t n = 0;
+    if (cf_fleet_supersede_due(w->fleet, (int64_t)time(NULL), &n, &err) != CF_OK)
+        cf_log(CF_LOG_ERROR, "serve: revoking superseded certificates: %s (retrying in %d s)",
+               err.msg, SWEEP_INTERVAL_S);
+    else if (n)
+        cf_log(CF_LOG_INFO, "serve: %zu superseded certificate%s revoked", n, n == 1 ? "" : "s");
+}
+
+static cf_err sweep_start(srv_worker *w, cf_error *err)
+{
+    struct timeval every = {SWEEP_INTERVAL_S, 0};
+    if (!(w->sweep_ev = event_new(w->base, -1, EV_PERSIST, sweep, w)) ||
+        event_add(w->sweep_ev, &every) != 0)
+        return cf_error_set(err, CF_ERR_NOMEM, "worker %d: cannot start its timer", w->index);
+    return CF_OK;
+}
+
 static void *worker_main(void *arg)
 {
     srv_worker *w = arg;
@@ -194,7 +234,16 @@ static cf_err worker_init(srv *s, srv_worker *w, int index, SSL_CTX *ctx, cf_err
     SSL_CTX_up_ref(ctx);
     w->ssl_ctx = ctx;
     evhttp_set_bevcb(w->https, tls_bev, w);
+    /* libevent 2.1 checks one body cap per connection, before any callback of ours: the TLS
+     * listener's is the upload cap, and http.c holds every other route to max_body. */
+    size_t upload = s->opts.max_upload ? s->opts.max_upload : DEFAULT_MAX_UPLOAD;
+    evhttp_set_max_body_size(w->https, (ev_ssize_t)(upload > s->max_body ? upload : s->max_body));
+    /* The plain listener lets a little more through than max_body, so that http.c answers
+     * an oversized OCSP request with its own 413 rather than libevent's HTML page. */
+    evhttp_set_max_body_size(w->http, (ev_ssize_t)(4 * s->max_body + 4096));
     cf_err rc = worker_load(w, err);
+    if (rc == CF_OK && index == 0)
+        rc = sweep_start(w, err);
     if (rc == CF_OK)
         rc = bind_one(w, w->https, s->opts.listen, &w->tls_sock, err);
     if (rc == CF_OK)
@@ -214,10 +263,13 @@ static void worker_free(srv_worker *w)
         event_free(w->ctl_ev);
     if (w->drain_ev)
         event_free(w->drain_ev);
+    if (w->sweep_ev)
+        event_free(w->sweep_ev);
     if (w->base)
         event_base_free(w->base);
     SSL_CTX_free(w->ssl_ctx);
     SSL_CTX_free(w->ctl_ctx);
+    srv_ocsp_free(w->ocsp);
     cf_fleet_close(w->fleet);
     free(w->cacerts);
     pthread_mutex_destroy(&w->ctl_lock);
@@ -301,6 +353,7 @@ cf_err cf_server_run(const cf_server_opts *o, cf_error *err)
     struct event *sig_ev[3] = {NULL, NULL, NULL};
     int started = 0;
     sigset_t block, old;
+    cf_error crl_err;
     cf_err rc = CF_OK;
 
     opts_defaults(&s, o);
@@ -311,7 +364,8 @@ cf_err cf_server_run(const cf_server_opts *o, cf_error *err)
     if (conn_slot < 0)
         return cf_error_openssl(err, CF_ERR_CRYPTO, "SSL ex_data index");
     if ((rc = srv_tls_context(&s.opts, &ctx, err)) != CF_OK ||
-        (rc = srv_est_csrattrs(&s.csrattrs, &s.csrattrs_len, err)) != CF_OK)
+        (rc = srv_est_csrattrs(&s.csrattrs, &s.csrattrs_len, err)) != CF_OK ||
+        (rc = srv_crls_new(&s.crls, err)) != CF_OK)
         goto out;
     if (!(s.workers = calloc((size_t)s.nworkers, sizeof *s.workers))) {
         rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
@@ -320,6 +374,10 @@ cf_err cf_server_run(const cf_server_opts *o, cf_error *err)
     for (int i = 0; i < s.nworkers; i++)
         if ((rc = worker_init(&s, &s.workers[i], i, ctx, err)) != CF_OK)
             goto out;
+    /* The CRLs are ready before the first request; one that cannot be built now (a CA key
+     * in a token without its PIN, say) is tried again on request. */
+    if (srv_crls_prepare(s.crls, s.workers[0].fleet, &crl_err) != CF_OK)
+        cf_log(CF_LOG_WARN, "serve: CRLs: %s", crl_err.msg);
 
     main_ctx m = {&s, NULL};
     if (!(base = m.base = event_base_new()) ||
@@ -363,6 +421,7 @@ out:
         worker_free(&s.workers[i]);
     free(s.workers);
     free(s.csrattrs);
+    srv_crls_free(s.crls);
     SSL_CTX_free(ctx);
     return rc;
 }

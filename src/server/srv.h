@@ -25,13 +25,24 @@ typedef enum {
     SRV_CAUSE_MEDIA_TYPE,
     SRV_CAUSE_BAD_REQUEST,
     SRV_CAUSE_NOT_IMPLEMENTED,
-    SRV_CAUSE_FLEET, /* + cf_err */
+    SRV_CAUSE_UNAUTHENTICATED, /* no client certificate, or one that authenticates nothing */
+    SRV_CAUSE_FLEET,           /* + cf_err */
     SRV_CAUSE_COUNT = SRV_CAUSE_FLEET + CF_ERR_INTERNAL + 1,
 } srv_cause;
 
 #define SRV_MAX_ROUTES 16
 #define SRV_NSTATUS 16  /* the statuses counted one by one; see metrics.c */
 #define SRV_NBUCKETS 11 /* latency histogram buckets, +Inf included */
+
+/* EST enrollments by operation and result, for certfleet_est_enrollments_total{op,result}. */
+typedef enum { SRV_EST_ENROLL, SRV_EST_REENROLL, SRV_EST_SERVERKEYGEN, SRV_EST_OPS } srv_est_op;
+typedef enum {
+    SRV_EST_ISSUED,
+    SRV_EST_PENDING, /* held for approval */
+    SRV_EST_REFUSED, /* 4xx */
+    SRV_EST_ERROR,   /* 5xx */
+    SRV_EST_RESULTS
+} srv_est_result;
 
 /* One worker's counters. Only that worker writes them (relaxed atomics, no lock); the
  * worker that answers /metrics sums every worker's. */
@@ -42,12 +53,14 @@ typedef struct {
     atomic_uint_fast64_t errors[SRV_CAUSE_COUNT];
     atomic_uint_fast64_t tls_conns_open;
     atomic_uint_fast64_t tls_conns_total;
+    atomic_uint_fast64_t est[SRV_EST_OPS][SRV_EST_RESULTS];
 } srv_metrics;
 
 struct srv;
 /* A short stable name for c: "no_route", ... and cf_err_name for the fleet's. */
 const char *srv_cause_name(srv_cause c);
 void srv_metrics_count(srv_metrics *m, int route, int status, int64_t us, srv_cause cause);
+void srv_metrics_enroll(srv_metrics *m, srv_est_op op, srv_est_result result);
 /* Appends the Prometheus text exposition of every worker's counters to out. */
 void srv_metrics_render(const struct srv *s, struct evbuffer *out);
 
@@ -62,6 +75,7 @@ typedef struct srv_worker {
     struct evhttp_bound_socket *tls_sock, *plain_sock;
     struct event *ctl_ev;     /* activated by the main thread: stop or reload */
     struct event *drain_ev;   /* while stopping: waits for replies in flight */
+    struct event *sweep_ev;   /* worker 0: revokes superseded certificates that are due */
     pthread_mutex_t ctl_lock; /* guards the ctl_ fields (touched at stop and reload only) */
     int ctl_stop, ctl_reload;
     SSL_CTX *ctl_ctx; /* a reload's new TLS context, taken over by the worker */
@@ -70,9 +84,10 @@ typedef struct srv_worker {
     cf_fleet *fleet;
     char *cacerts; /* EST cacerts body (base64 PKCS#7), built at start and reload */
     size_t cacerts_len;
-    int conns;            /* open TLS connections */
-    int accepting_paused; /* TLS listener disabled at the connection cap */
-    int inflight;         /* replies handed to evhttp and not yet sent */
+    struct srv_ocsp *ocsp; /* the worker's OCSP responder and response cache (rev.h) */
+    int conns;             /* open TLS connections */
+    int accepting_paused;  /* TLS listener disabled at the connection cap */
+    int inflight;          /* replies handed to evhttp and not yet sent */
     int64_t stop_deadline_us;
     srv_metrics metrics;
 } srv_worker;
@@ -85,6 +100,7 @@ typedef struct srv {
     int nworkers;
     unsigned char *csrattrs; /* EST csrattrs body (base64 DER), immutable */
     size_t csrattrs_len;
+    struct srv_crls *crls; /* the CRLs, shared by the workers (rev.h) */
 } srv;
 
 /* ---- requests and routes (http.c, routes.c) ---- */
@@ -108,7 +124,7 @@ typedef struct {
 typedef void (*srv_handler)(srv_req *r);
 
 typedef struct {
-    const char *path;  /* exact path */
+    const char *path;  /* exact path; one ending in '/' takes every path below it */
     unsigned on;       /* SRV_ON_TLS | SRV_ON_PLAIN */
     int method;        /* enum evhttp_cmd_type */
     const char *ctype; /* required request Content-Type (type/subtype), or NULL */
@@ -149,5 +165,13 @@ cf_err srv_est_cacerts(cf_fleet *f, char **out, size_t *len, cf_error *err);
 /* base64 of the DER CsrAttrs (RFC 7030 4.5.2): EC P-256 keys, ECDSA with SHA-256.
  * *out: free(). */
 cf_err srv_est_csrattrs(unsigned char **out, size_t *len, cf_error *err);
+
+/* ---- EST enrollment and the device's own view (est_enroll.c) ---- */
+
+/* RFC 7030 4.2.1, 4.2.2, 4.4 and GET /api/v1/device/self: route handlers. */
+void srv_est_simpleenroll(srv_req *r);
+void srv_est_simplereenroll(srv_req *r);
+void srv_est_serverkeygen(srv_req *r);
+void srv_device_self(srv_req *r);
 
 #endif

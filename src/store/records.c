@@ -56,7 +56,8 @@ void cf_ca_rec_clear(cf_ca_rec *rec)
 }
 
 #define CA_COLUMNS                                                                                 \
-    "id, name, role, parent_id, subject, key_ref, der, not_before, not_after, status, created_us"
+    "id, name, role, parent_id, subject, key_ref, der, not_before, not_after, status, created_us," \
+    " revoked_us, reason"
 
 static void ca_read(cf_store *st, cf_stmt *s, cf_ca_rec *r)
 {
@@ -77,6 +78,8 @@ static void ca_read(cf_store *st, cf_stmt *s, cf_ca_rec *r)
     int status = parse_name(ca_statuses, 3, o->col_text(s, 9));
     r->status = status < 0 ? CF_CA_REVOKED : (cf_ca_status)status;
     r->created_us = o->col_int64(s, 10);
+    r->revoked_us = o->col_null(s, 11) ? 0 : o->col_int64(s, 11);
+    r->reason = o->col_null(s, 12) ? -1 : (int)o->col_int64(s, 12);
 }
 
 cf_err cf_store_ca_insert(cf_store *st, cf_ca_rec *rec, cf_error *err)
@@ -306,11 +309,12 @@ cf_err cf_store_cert_insert(cf_store *st, const cf_cert_rec *rec, cf_error *err)
 {
     const struct cf_db_ops *o = st->ops;
     cf_stmt *s;
-    cf_err rc = cf_db_prepare(st,
-                              "INSERT INTO certificates (serial, ca_id, device_id, subject,"
-                              " not_before, not_after, issued_us, der, status, reason, revoked_us,"
-                              " owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              &s, err);
+    cf_err rc =
+        cf_db_prepare(st,
+                      "INSERT INTO certificates (serial, ca_id, device_id, subject,"
+                      " not_before, not_after, issued_us, der, status, reason, revoked_us,"
+                      " owner_id, crl_shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      &s, err);
     if (rc != CF_OK)
         return rc;
     o->bind_text(s, 1, rec->serial);
@@ -333,6 +337,10 @@ cf_err cf_store_cert_insert(cf_store *st, const cf_cert_rec *rec, cf_error *err)
         o->bind_int64(s, 12, rec->owner_id);
     else
         o->bind_null(s, 12);
+    if (rec->crl_shard)
+        o->bind_int64(s, 13, rec->crl_shard);
+    else
+        o->bind_null(s, 13);
     rc = cf_db_run(st, s, err);
     if (rc == CF_ERR_EXISTS)
         cf_error_set(err, rc, "certificate serial %s already exists", rec->serial);

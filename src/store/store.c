@@ -75,6 +75,48 @@ static const char *const migrations[] = {
     /* 3: a device's history (`device show`, the API's device view) reads its audit records by
      * object; without this every such read scans the whole log. */
     "CREATE INDEX audit_object ON audit (object, seq);",
+
+    /* 4: enrollment over EST. A device authenticates with its birth certificate, found by
+     * its key; an owner's enrollment policy; requests held for approval; certificates
+     * superseded by a re-enrollment, revoked when their grace period ends. */
+    "CREATE INDEX devices_key_fpr ON devices (key_fpr) WHERE key_fpr IS NOT NULL;"
+    "ALTER TABLE devices ADD COLUMN enroll_pending_us BIGINT;"
+    "ALTER TABLE devices ADD COLUMN enroll_approved_us BIGINT;"
+    "CREATE TABLE enroll_policies (owner_id BIGINT PRIMARY KEY REFERENCES owners(id),"
+    "  require_approval BIGINT NOT NULL, serverkeygen BIGINT NOT NULL,"
+    "  allow_key_reuse BIGINT NOT NULL, allow_birth_key BIGINT NOT NULL,"
+    "  reenroll_grace_s BIGINT NOT NULL, updated_us BIGINT NOT NULL);"
+    "ALTER TABLE certificates ADD COLUMN superseded_by TEXT;"
+    "ALTER TABLE certificates ADD COLUMN supersede_due BIGINT;"
+    "CREATE INDEX certificates_supersede_due ON certificates (supersede_due)"
+    " WHERE supersede_due IS NOT NULL;",
+
+    /* 5: revocation. A revoked certificate's CRL entry is encoded once, when it is revoked,
+     * and kept in crl_entries (narrow, so a CRL of a million entries is one sequential
+     * read); status_seq orders status changes by the audit sequence number of the operation
+     * (delta CRLs, OCSP caches, the change feed). */
+    "ALTER TABLE certificates ADD COLUMN invalidity_us BIGINT;"
+    "ALTER TABLE certificates ADD COLUMN status_seq BIGINT;"
+    "ALTER TABLE certificates ADD COLUMN crl_shard BIGINT;"
+    "ALTER TABLE cas ADD COLUMN revoked_us BIGINT;"
+    "ALTER TABLE cas ADD COLUMN reason BIGINT;"
+    "CREATE INDEX certificates_ca ON certificates (ca_id, status);"
+    "CREATE INDEX certificates_status_seq ON certificates (status_seq)"
+    " WHERE status_seq IS NOT NULL;"
+    "CREATE TABLE crl_entries (id @ID@, ca_id BIGINT NOT NULL REFERENCES cas(id),"
+    "  serial TEXT NOT NULL, shard BIGINT NOT NULL, seq BIGINT NOT NULL,"
+    "  entry @BLOB@ NOT NULL);"
+    "CREATE UNIQUE INDEX crl_entries_serial ON crl_entries (ca_id, serial);"
+    "CREATE INDEX crl_entries_seq ON crl_entries (ca_id, seq);"
+    "CREATE INDEX crl_entries_shard ON crl_entries (ca_id, shard, seq) WHERE shard > 0;"
+    "CREATE TABLE crl_removals (id @ID@, ca_id BIGINT NOT NULL REFERENCES cas(id),"
+    "  serial TEXT NOT NULL, seq BIGINT NOT NULL);"
+    "CREATE INDEX crl_removals_seq ON crl_removals (ca_id, seq);"
+    "CREATE TABLE crl_state (ca_id BIGINT PRIMARY KEY REFERENCES cas(id),"
+    "  number BIGINT NOT NULL, base_number BIGINT, base_seq BIGINT,"
+    "  shards BIGINT NOT NULL DEFAULT 0);"
+    "CREATE TABLE changes (seq BIGINT PRIMARY KEY, time_us BIGINT NOT NULL, kind TEXT NOT NULL,"
+    "  ca_id BIGINT, serial TEXT, device_id TEXT, count BIGINT NOT NULL, details TEXT NOT NULL);",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

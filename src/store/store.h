@@ -67,6 +67,8 @@ typedef struct {
     size_t der_len;
     int64_t not_before, not_after, created_us; /* not_* in seconds since the epoch */
     cf_ca_status status;
+    int64_t revoked_us; /* when revoked; 0 otherwise */
+    int reason;         /* when revoked: the CRL reason; -1 otherwise */
 } cf_ca_rec;
 
 void cf_ca_rec_clear(cf_ca_rec *rec);
@@ -129,6 +131,7 @@ typedef struct {
     cf_cert_status status;
     int reason; /* RFC 5280 CRLReason when revoked, else -1 */
     int64_t revoked_us;
+    int64_t crl_shard; /* the CRL shard its distribution point names; 0: the CA's whole CRL */
 } cf_cert_rec;
 
 void cf_cert_rec_clear(cf_cert_rec *rec);
@@ -139,6 +142,137 @@ cf_err cf_store_cert_get(cf_store *st, const char *serial, cf_cert_rec *out, cf_
 /* Number of certificates, and of those whose not_after is later than now_s. */
 cf_err cf_store_cert_count(cf_store *st, int64_t now_s, int64_t *total, int64_t *valid,
                            cf_error *err);
+
+/* ---- revocation: revoked certificates, their CRL entries, CRL numbers, the change feed
+ * (issue 5) ---- */
+
+/* Which certificates an operation is about. Every kind but CF_SEL_SERIAL and CF_SEL_CA
+ * selects through the devices table as it is now. */
+typedef enum {
+    CF_SEL_SERIAL, /* text: the serial (upper-case hex) */
+    CF_SEL_DEVICE, /* text: the device id */
+    CF_SEL_BATCH,  /* text: the batch */
+    CF_SEL_GROUP,  /* text: the group */
+    CF_SEL_OWNER,  /* id: the owner */
+    CF_SEL_CA,     /* id: the issuing CA */
+    CF_SEL_COUNT
+} cf_cert_sel_kind;
+
+typedef struct {
+    cf_cert_sel_kind kind;
+    const char *text;
+    int64_t id;
+    int64_t only_owner; /* > 0: and only certificates of devices this owner owns now */
+} cf_cert_sel;
+
+/* A certificate revoked by cf_store_cert_revoke. */
+typedef struct {
+    char serial[41];
+    int64_t ca_id;
+    char *device_id;   /* NULL for certificates that name no device */
+    int64_t crl_shard; /* 0: none */
+} cf_revoked_cert;
+
+void cf_revoked_certs_free(cf_revoked_cert *v, size_t n); /* accepts NULL */
+
+/* Inside a transaction: every good certificate sel matches becomes revoked with reason at
+ * now_us, invalidity_us (0: none) and status_seq seq (the audit sequence number of the
+ * operation, which orders revocations for delta CRLs and the change feed). *out: the
+ * certificates revoked, in serial order (cf_revoked_certs_free); none is no error. */
+cf_err cf_store_cert_revoke(cf_store *st, const cf_cert_sel *sel, int reason, int64_t now_us,
+                            int64_t invalidity_us, int64_t seq, cf_revoked_cert **out, size_t *n,
+                            cf_error *err);
+
+/* Number of certificates sel matches: *good still good, *revoked already revoked. */
+cf_err cf_store_cert_count_sel(cf_store *st, const cf_cert_sel *sel, int64_t *good,
+                               int64_t *revoked, cf_error *err);
+
+/* What OCSP needs of one certificate. */
+typedef struct {
+    cf_cert_status status;
+    int reason;            /* when revoked: the CRL reason; -1 otherwise */
+    int64_t revoked_us;    /* when revoked */
+    int64_t invalidity_us; /* 0: none */
+    int64_t status_seq;    /* 0: never changed */
+} cf_cert_state;
+
+/* The state of certificate serial of CA ca_id; CF_ERR_NOT_FOUND when the CA issued none of
+ * that serial. */
+cf_err cf_store_cert_state(cf_store *st, int64_t ca_id, const char *serial, cf_cert_state *out,
+                           cf_error *err);
+
+/* A certificate back from certificateHold: good again, status_seq seq; its CRL entry is
+ * removed and remembered as a removal (removeFromCRL in delta CRLs). CF_ERR_NOT_FOUND when
+ * serial is not a certificate of ca_id on hold. */
+cf_err cf_store_cert_release(cf_store *st, int64_t ca_id, const char *serial, int64_t now_us,
+                             int64_t seq, cf_error *err);
+
+/* Inside the revoking transaction: the encoded CRL entry of a revoked certificate, in CRL
+ * shard shard (0: none). */
+cf_err cf_store_crl_entry_add(cf_store *st, int64_t ca_id, const char *serial, int64_t shard,
+                              int64_t seq, const unsigned char *entry, size_t len, cf_error *err);
+
+/* Calls cb with each CRL entry of ca_id (of shard shard only, when it is above 0) whose seq
+ * is above since_seq, in the order they were added (entry borrowed for the call); a
+ * non-zero return stops the scan. */
+typedef int (*cf_crl_entry_cb)(void *arg, const char *serial, int64_t seq,
+                               const unsigned char *entry, size_t len);
+cf_err cf_store_crl_entries_scan(cf_store *st, int64_t ca_id, int64_t shard, int64_t since_seq,
+                                 cf_crl_entry_cb cb, void *arg, cf_error *err);
+/* Calls cb (entry NULL) with each certificate of ca_id released from hold after since_seq. */
+cf_err cf_store_crl_removals_scan(cf_store *st, int64_t ca_id, int64_t since_seq,
+                                  cf_crl_entry_cb cb, void *arg, cf_error *err);
+
+/* Reserves the next CRL shard of ca_id (1, 2, ...) for one issuer to fill: each shard is
+ * handed out once, across processes. Inside the caller's transaction, or one of its own. */
+cf_err cf_store_crl_shard_reserve(cf_store *st, int64_t ca_id, int64_t *shard, cf_error *err);
+/* How many shards of ca_id were reserved (0: none). */
+cf_err cf_store_crl_shards(cf_store *st, int64_t ca_id, int64_t *n, cf_error *err);
+
+/* Inside a transaction: the next cRLNumber of ca_id (1, 2, ...), strictly increasing across
+ * processes. */
+cf_err cf_store_crl_number_next(cf_store *st, int64_t ca_id, int64_t *number, cf_error *err);
+
+/* The last full CRL of ca_id a delta may be based on: its number and the audit sequence
+ * number it covers. CF_ERR_NOT_FOUND when none was published. */
+cf_err cf_store_crl_base_get(cf_store *st, int64_t ca_id, int64_t *number, int64_t *seq,
+                             cf_error *err);
+cf_err cf_store_crl_base_set(cf_store *st, int64_t ca_id, int64_t number, int64_t seq,
+                             cf_error *err);
+
+/* The change feed: one row per operation that changed what revocation data says, numbered
+ * by the operation's audit sequence number. */
+typedef struct {
+    int64_t seq;
+    int64_t time_us;
+    char *kind;      /* "cert.revoke", "cert.release", "device.block", ... */
+    int64_t ca_id;   /* 0: several or none */
+    char *serial;    /* NULL: several (see count) or none */
+    char *device_id; /* NULL: several or none */
+    int64_t count;   /* certificates concerned */
+    char *details;   /* JSON */
+} cf_change_rec;
+
+void cf_change_rec_clear(cf_change_rec *rec);
+
+/* Inside the operation's transaction. */
+cf_err cf_store_change_insert(cf_store *st, const cf_change_rec *rec, cf_error *err);
+/* The changes after since (at most limit, 0: all) in order. *recs: clear each, free. */
+cf_err cf_store_changes_list(cf_store *st, int64_t since, int64_t limit, cf_change_rec **recs,
+                             size_t *n, cf_error *err);
+/* The sequence number of the last change (0: none). */
+cf_err cf_store_change_last(cf_store *st, int64_t *seq, cf_error *err);
+
+/* Devices that had a certificate revoked by operation seq and have no good certificate
+ * left go from active or suspended to revoked. */
+cf_err cf_store_devices_revoked_state(cf_store *st, int64_t seq, int64_t now_us, cf_error *err);
+/* Device id goes back from revoked to active when it has a good certificate again. */
+cf_err cf_store_devices_released_state(cf_store *st, const char *id, int64_t now_us, cf_error *err);
+/* Marks device id's birth certificate blocked for good. */
+cf_err cf_store_device_set_blocked(cf_store *st, const char *id, int64_t now_us, cf_error *err);
+
+/* Marks CA id revoked with reason at now_us (its parent's CRL lists it). */
+cf_err cf_store_ca_revoke(cf_store *st, int64_t id, int reason, int64_t now_us, cf_error *err);
 
 /* ---- audit records ---- */
 
@@ -419,5 +553,87 @@ typedef struct {
  * then free(*recs). */
 cf_err cf_store_device_certs(cf_store *st, const char *device_id, cf_device_cert **recs, size_t *n,
                              cf_error *err);
+
+/* ---- enrollment over EST (issue 4: enroll, re-enroll, approval, supersession) ---- */
+
+/* An owner's enrollment policy (the vendor's, owner 0, is always the defaults). */
+typedef struct {
+    int require_approval;     /* a birth-certificate enrollment waits for device approve */
+    int serverkeygen;         /* the server may generate a device's key (EST serverkeygen) */
+    int allow_key_reuse;      /* re-enrollment may keep the current key */
+    int allow_birth_key;      /* the operational key may be the birth key */
+    int64_t reenroll_grace_s; /* a superseded certificate stays good this long; 0: at once */
+    int64_t updated_us;       /* 0: never set */
+} cf_enroll_policy;
+
+/* Owner owner_id's policy; CF_ERR_NOT_FOUND when none was ever set (the caller's defaults
+ * apply). */
+cf_err cf_store_enroll_policy_get(cf_store *st, int64_t owner_id, cf_enroll_policy *out,
+                                  cf_error *err);
+/* Inserts or replaces owner owner_id's policy (owner_id > 0), with updated_us as given. */
+cf_err cf_store_enroll_policy_set(cf_store *st, int64_t owner_id, const cf_enroll_policy *p,
+                                  cf_error *err);
+
+/* A device as enrollment sees it. */
+typedef struct {
+    char *id;
+    cf_device_state state;
+    int64_t owner_id; /* 0: the vendor */
+    char *owner;      /* NULL: the vendor */
+    int blocked;
+    unsigned char *birth_der; /* NULL when the device has no birth certificate */
+    size_t birth_der_len;
+    char *key_fpr;       /* NULL when none */
+    int64_t pending_us;  /* a birth enrollment waits for approval since; 0: none */
+    int64_t approved_us; /* approved at, not yet used; 0: not approved */
+} cf_enroll_device;
+
+void cf_enroll_device_clear(cf_enroll_device *d); /* accepts NULL */
+
+/* The device whose key fingerprint is key_fpr and whose birth certificate is exactly
+ * birth_der (CF_ERR_NOT_FOUND when none). With lock, inside a transaction, its row stays
+ * locked until commit. */
+cf_err cf_store_enroll_device_by_birth(cf_store *st, const char *key_fpr,
+                                       const unsigned char *birth_der, size_t birth_der_len,
+                                       int lock, cf_enroll_device *out, cf_error *err);
+/* Device id (CF_ERR_NOT_FOUND naming it); lock as above. */
+cf_err cf_store_enroll_device_get(cf_store *st, const char *id, int lock, cf_enroll_device *out,
+                                  cf_error *err);
+/* Marks device id's birth enrollment pending since now_us unless it is already pending;
+ * *marked tells whether it was not. */
+cf_err cf_store_enroll_mark_pending(cf_store *st, const char *id, int64_t now_us, int *marked,
+                                    cf_error *err);
+/* Sets (approved_us > 0) or clears (0) device id's approval. CF_ERR_NOT_FOUND otherwise. */
+cf_err cf_store_enroll_set_approved(cf_store *st, const char *id, int64_t approved_us,
+                                    cf_error *err);
+/* Clears device id's pending request and approval (an enrollment used them). */
+cf_err cf_store_enroll_done(cf_store *st, const char *id, cf_error *err);
+
+/* Number of good certificates of device_id whose validity includes now_s. */
+cf_err cf_store_device_good_certs(cf_store *st, const char *device_id, int64_t now_s, int64_t *n,
+                                  cf_error *err);
+
+/* Schedules certificate serial (still good) to be revoked as superseded by certificate by at
+ * due_s (seconds since the epoch). CF_ERR_NOT_FOUND when there is no such good certificate. */
+cf_err cf_store_cert_supersede_at(cf_store *st, const char *serial, const char *by, int64_t due_s,
+                                  cf_error *err);
+
+/* Number of scheduled supersessions due at now_s (a read; the sweep writes only when > 0). */
+cf_err cf_store_cert_supersede_count(cf_store *st, int64_t now_s, int64_t *n, cf_error *err);
+
+/* A certificate revoked as superseded. */
+typedef struct {
+    char serial[41];
+    char *device_id; /* NULL for certificates that name no device */
+    char *by;        /* the serial of its successor */
+} cf_superseded;
+
+void cf_superseded_free(cf_superseded *v, size_t n); /* accepts NULL */
+
+/* Inside a transaction: revokes (reason, revoked_us now_us) every good certificate whose
+ * supersession is due at now_s, and drops the schedule of those no longer good. *out: new
+ * array of what was revoked (cf_superseded_free), in serial order. */
+cf_err cf_store_cert_supersede_due(cf_store *st, int64_t now_s, int reason, int64_t now_us,
+                                   cf_superseded **out, size_t *n, cf_error *err);
 
 #endif

@@ -133,6 +133,7 @@ def check_leaf(leaf, issuing, device, org, base, days):
         ExtensionOID.EXTENDED_KEY_USAGE, ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
         ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
         ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+        ExtensionOID.FRESHEST_CRL,
     }
     got = [e.oid for e in leaf.extensions]
     check(len(got) == len(set(got)), "leaf: an extension appears twice")
@@ -183,6 +184,12 @@ def check_leaf(leaf, issuing, device, org, base, days):
         uris = [n.value for dp in crldp.value for n in (dp.full_name or [])]
         check(uris == [f"{base}/crl/issuing-1.crl"],
               f"leaf: CRL DP {uris}, expected {base}/crl/issuing-1.crl")
+    fresh = ext(leaf, ExtensionOID.FRESHEST_CRL)
+    if check(fresh is not None, "leaf: no Freshest CRL pointer"):
+        check(not fresh.critical, "leaf: Freshest CRL must be non-critical (RFC 5280 4.2.1.15)")
+        uris = [n.value for dp in fresh.value for n in (dp.full_name or [])]
+        check(uris == [f"{base}/crl/issuing-1-delta.crl"],
+              f"leaf: Freshest CRL {uris}, expected {base}/crl/issuing-1-delta.crl")
 
     aia = ext(leaf, ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
     if check(aia is not None, "leaf: no AIA"):

@@ -96,11 +96,11 @@ pass "csrattrs is DER naming EC P-256 and ecdsa-with-SHA256"
 [ "$(status GET "$EST/simpleenroll")" = 405 ] || fail "GET simpleenroll not 405"
 [ "$(status POST "$EST/simpleenroll" -H 'Content-Type: text/plain' --data-binary x)" = 415 ] ||
     fail "wrong Content-Type not 415"
-[ "$(status POST "$EST/simpleenroll" -H 'Content-Type: application/pkcs10' --data-binary x)" = 501 ] ||
-    fail "simpleenroll before ownership not 501"
-grep -q 'not available' "$T/body" || fail "501 without a plain reason"
+[ "$(status POST "$EST/simpleenroll" -H 'Content-Type: application/pkcs10' --data-binary x)" = 400 ] ||
+    fail "simpleenroll with a body that is not base64 not 400"
+grep -q 'base64' "$T/body" || fail "400 without a plain reason"
 [ "$(status GET "$PLAIN/.well-known/est/cacerts")" = 404 ] || fail "EST on the plain listener"
-pass "404 unknown, 405 wrong method, 415 wrong content type, 501 enrollment (for now)"
+pass "404 unknown, 405 wrong method, 415 wrong content type, 400 a body that is not base64"
 
 head -c 70000 /dev/zero >"$T/big"
 # With Expect: 100-continue the client waits for the verdict on its headers: 413 before any

@@ -481,8 +481,18 @@ static void assert_device_profile(issuer_fixture *f, X509 *x, const char *id)
     assert_int_equal(ca_issuers, 1);
     AUTHORITY_INFO_ACCESS_free(aia);
 
-    /* BC, KU, EKU, SAN, SKI, AKI, CRL DP, AIA: nothing else. */
-    assert_int_equal(X509_get_ext_count(x), 8);
+    /* the delta CRL (RFC 5280 4.2.1.15): non-critical, beside the full one */
+    crit = -1;
+    CRL_DIST_POINTS *fresh = X509_get_ext_d2i(x, NID_freshest_crl, &crit, NULL);
+    assert_non_null(fresh);
+    assert_int_equal(crit, 0);
+    assert_int_equal(sk_DIST_POINT_num(fresh), 1);
+    assert_single_uri(sk_DIST_POINT_value(fresh, 0)->distpoint->name.fullname,
+                      BASE_URL "/crl/issuing-1-delta.crl");
+    sk_DIST_POINT_pop_free(fresh, DIST_POINT_free);
+
+    /* BC, KU, EKU, SAN, SKI, AKI, CRL DP, Freshest CRL, AIA: nothing else. */
+    assert_int_equal(X509_get_ext_count(x), 9);
 }
 
 static void test_device_cert_follows_the_profile(void **state)

@@ -1,0 +1,39 @@
+/* fleet_int.h - the issuance path of fleet.c, shared with the other lifecycle files of
+ * src/fleet (enrollment). Not for use outside src/fleet.
+ *
+ * Issuance is two steps, so that a caller can add its own changes to the transaction: a
+ * request is checked and signed outside any transaction (cf_fleet_issue_prepare), then
+ * recorded inside the caller's (cf_fleet_issue_record). */
+#ifndef CF_FLEET_FLEET_INT_H
+#define CF_FLEET_FLEET_INT_H
+
+#include "fleet/fleet.h"
+
+/* One request on its way through issuance. */
+typedef struct {
+    const cf_issue_req *req; /* borrowed: must outlive the pending certificate */
+    X509 *x;
+    unsigned char *der; /* x's DER (OPENSSL_free) */
+    size_t der_len;
+    char serial[CF_SERIAL_HEX_MAX];
+    char keydesc[64];
+    int64_t owner_id; /* the device's owner when signed (0: vendor) */
+    int device_exists;
+    int64_t crl_shard; /* the CRL shard its distribution point names (0: none) */
+} cf_pending_cert;
+
+/* Verifies req's CSR (proof of possession, key policy) and signs the certificate under the
+ * device profile into p (cleared first; release with cf_fleet_pending_clear, also after a
+ * failure). */
+cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p,
+                              cf_error *err);
+
+/* Inside the caller's transaction: the device (created, or made active), the certificate
+ * and its audit record (cert.issue). CF_ERR_STATE when the device changed owner since it
+ * was signed for, CF_ERR_POLICY when it has been decommissioned; CF_ERR_EXISTS naming the
+ * serial on a serial collision (prepare again). */
+cf_err cf_fleet_issue_record(cf_fleet *f, const cf_pending_cert *p, cf_error *err);
+
+void cf_fleet_pending_clear(cf_pending_cert *p);
+
+#endif
