@@ -12,9 +12,10 @@
 static int run_serve(cli *c)
 {
     cf_server_opts o = {0};
-    long long threads, timeout, max_body, max_upload, max_conns;
+    long long threads, timeout, request_timeout, max_body, max_upload, max_conns;
     if (cli_int(c, "threads", 1, 256, 0, &threads) < 0 ||
         cli_int(c, "timeout", 1, 3600, 30, &timeout) < 0 ||
+        cli_int(c, "request-timeout", 1, 3600, 60, &request_timeout) < 0 ||
         cli_int(c, "max-body", 1024, 16 * 1024 * 1024, 64 * 1024, &max_body) < 0 ||
         cli_int(c, "max-upload", 1024, 1LL << 40, 64 * 1024 * 1024, &max_upload) < 0 ||
         cli_int(c, "max-conns", 1, 1000000, 4096, &max_conns) < 0)
@@ -36,6 +37,7 @@ static int run_serve(cli *c)
     o.http = cli_opt(c, "http");
     o.threads = (int)threads;
     o.timeout_s = (int)timeout;
+    o.request_timeout_s = (int)request_timeout;
     o.max_body = (size_t)max_body;
     o.max_upload = (size_t)max_upload;
     o.max_conns = (int)max_conns;
@@ -58,6 +60,9 @@ static const cli_opt_spec serve_opts[] = {
      "a host name or IP the server is reached by, for its certificate"
      " (repeatable; localhost and 127.0.0.1 are always included)"},
     {"timeout", "SECONDS", "drop a connection idle or silent this long (default 30)"},
+    {"request-timeout", "SECONDS",
+     "a TLS client must get a whole request in (handshake, head, body) within this long of"
+     " connecting or of the previous reply, however it trickles (default 60)"},
     {"max-body", "BYTES", "largest request body; larger ones get 413 (default 65536)"},
     {"max-upload", "BYTES",
      "largest manifest upload (POST /api/v1/manufacturers/NAME/manifests; default 64 MiB)"},

@@ -307,6 +307,7 @@ static void request_done(struct evhttp_request *req, void *arg)
 {
     srv_worker *w = arg;
     w->inflight--;
+    srv_conn_request(evhttp_request_get_connection(req), 0);
 }
 
 void srv_http_dispatch(struct evhttp_request *req, void *arg)
@@ -321,8 +322,10 @@ void srv_http_dispatch(struct evhttp_request *req, void *arg)
     char buf[256];
     int route = SRV_MAX_ROUTES;
 
-    if (r.on == SRV_ON_TLS)
+    if (r.on == SRV_ON_TLS) {
+        srv_conn_request(evcon, 1);
         client_device(&r, evcon);
+    }
     if (!raw || !*raw)
         raw = "/";
     r.path = split_est_label(raw, &r, buf, sizeof buf);

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #define DEFAULT_LISTEN "127.0.0.1:8443"
 #define DEFAULT_HTTP "127.0.0.1:8080"
 #define DEFAULT_TIMEOUT_S 30
+#define DEFAULT_REQUEST_TIMEOUT_S 60
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define DEFAULT_MAX_UPLOAD (64 * 1024 * 1024)
 #define DEFAULT_MAX_CONNS 4096
@@ -30,16 +32,29 @@
 
 /* ---- TLS connections and the connection cap ---- */
 
-/* The SSL ex_data slot that ties a connection to its worker: freeing the SSL (when evhttp
+/* One TLS connection: its worker, and the deadline by which its next request must be in
+ * (handshake, head and body). A client that trickles a byte now and then is never idle long
+ * enough for the idle timeout; the deadline closes it all the same. */
+typedef struct {
+    srv_worker *w;
+    struct bufferevent *bev;
+    struct event *deadline;
+} srv_conn;
+
+/* The SSL ex_data slot that ties a connection to its srv_conn: freeing the SSL (when evhttp
  * frees the connection) is how the worker learns the connection closed. Set once. */
 static int conn_slot = -1;
 static pthread_once_t conn_slot_once = PTHREAD_ONCE_INIT;
 
 static void conn_closed(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    srv_worker *w = ptr;
-    if (!w)
+    srv_conn *c = ptr;
+    if (!c)
         return;
+    srv_worker *w = c->w;
+    if (c->deadline)
+        event_free(c->deadline);
+    free(c);
     w->conns--;
     atomic_store_explicit(&w->metrics.tls_conns_open, (uint64_t)w->conns, memory_order_relaxed);
     if (w->accepting_paused && w->conns < w->srv->max_conns && w->tls_sock) {
@@ -53,19 +68,54 @@ static void conn_slot_init(void)
     conn_slot = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_closed);
 }
 
+/* The deadline passed with no request in: shut the socket, and evhttp closes the
+ * connection as it would for a client that left. */
+static void conn_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    srv_conn *c = arg;
+    evutil_socket_t s = bufferevent_getfd(c->bev);
+    if (s >= 0)
+        shutdown(s, SHUT_RDWR);
+}
+
+void srv_conn_request(struct evhttp_connection *evcon, int started)
+{
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    srv_conn *c = ssl ? SSL_get_ex_data(ssl, conn_slot) : NULL;
+    if (!c || !c->deadline)
+        return;
+    if (started) {
+        evtimer_del(c->deadline);
+    } else {
+        struct timeval tv = {c->w->srv->request_timeout_s, 0};
+        evtimer_add(c->deadline, &tv);
+    }
+}
+
 /* evhttp's bufferevent factory for the TLS listener. At the cap the worker stops accepting;
  * further clients wait in the kernel's queue (or go to another worker) until one closes. */
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
     srv_worker *w = arg;
-    SSL *ssl = SSL_new(w->ssl_ctx);
-    if (!ssl)
+    srv_conn *c = calloc(1, sizeof *c);
+    SSL *ssl = c ? SSL_new(w->ssl_ctx) : NULL;
+    struct timeval tv = {w->srv->request_timeout_s, 0};
+    if (!ssl) {
+        free(c);
         return NULL;
+    }
     struct bufferevent *bev = bufferevent_openssl_socket_new(
         base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
+    if (!bev) {
+        free(c);
         return NULL;
-    SSL_set_ex_data(ssl, conn_slot, w);
+    }
+    c->w = w;
+    c->bev = bev;
+    if ((c->deadline = evtimer_new(base, conn_deadline, c)) != NULL)
+        evtimer_add(c->deadline, &tv);
+    SSL_set_ex_data(ssl, conn_slot, c);
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     w->conns++;
     atomic_store_explicit(&w->metrics.tls_conns_open, (uint64_t)w->conns, memory_order_relaxed);
@@ -341,6 +391,8 @@ static void opts_defaults(srv *s, const cf_server_opts *o)
         s->opts.http = DEFAULT_HTTP;
     s->nworkers = o->threads > 0 ? o->threads : default_threads();
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : DEFAULT_TIMEOUT_S;
+    s->request_timeout_s =
+        o->request_timeout_s > 0 ? o->request_timeout_s : DEFAULT_REQUEST_TIMEOUT_S;
     s->max_body = o->max_body > 0 ? o->max_body : DEFAULT_MAX_BODY;
     s->max_conns = o->max_conns > 0 ? o->max_conns : DEFAULT_MAX_CONNS;
 }

@@ -23,11 +23,13 @@ typedef struct {
      * 127.0.0.1: each becomes a SAN of the server certificate. */
     const char *names[CF_SERVER_MAX_NAMES];
     int nnames;
-    int timeout_s;     /* idle/header/read timeout per connection; 0: 30 */
-    size_t max_body;   /* request body cap in bytes (413 above it); 0: 64 KiB */
-    size_t max_upload; /* body cap of uploads (API manifest imports); 0: 64 MiB */
-    int max_conns;     /* open TLS connections per worker before it stops accepting;
-                        * 0: 4096 */
+    int timeout_s;         /* idle/header/read timeout per connection; 0: 30 */
+    int request_timeout_s; /* a TLS request must be in whole this long after the connection
+                              or the previous reply; 0: 60 */
+    size_t max_body;       /* request body cap in bytes (413 above it); 0: 64 KiB */
+    size_t max_upload;     /* body cap of uploads (API manifest imports); 0: 64 MiB */
+    int max_conns;         /* open TLS connections per worker before it stops accepting;
+                            * 0: 4096 */
 } cf_server_opts;
 
 /* Runs the server until SIGTERM or SIGINT. Returns CF_OK after a clean stop; an error

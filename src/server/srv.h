@@ -94,7 +94,7 @@ typedef struct srv_worker {
 
 typedef struct srv {
     cf_server_opts opts;
-    int timeout_s, max_conns;
+    int timeout_s, request_timeout_s, max_conns;
     size_t max_body;
     srv_worker *workers;
     int nworkers;
@@ -134,6 +134,10 @@ typedef struct {
 
 extern const srv_route srv_routes[]; /* terminated by {NULL} */
 extern const int srv_nroutes;
+
+/* A TLS connection's request began (started 1: its deadline is off) or its reply went out
+ * (0: the next request must be in within the timeout). See server.c. */
+void srv_conn_request(struct evhttp_connection *evcon, int started);
 
 /* The evhttp callback of both listeners: routes, frames, counts and logs one request.
  * arg is the worker; the listener is told by which evhttp the request came from. */

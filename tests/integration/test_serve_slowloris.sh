@@ -4,11 +4,13 @@
 # send part of an HTTP request head; all keep trickling a byte a second, held open. Meanwhile
 # a normal client (curl) still gets EST cacerts and enrolls a device with its birth
 # certificate, each within one second. Then the slow clients fall silent and the server's
-# --timeout cuts every one of them, and the server serves on.
+# --timeout cuts every one of them, and the server serves on. Last, clients that go on
+# trickling forever are cut by --request-timeout: a request must be in whole by then.
 . "$CF_SOURCE_DIR/tests/lib/common.sh"
 
 SLOW=200
 TIMEOUT=2
+REQUEST_TIMEOUT=15
 D=$T/data
 M=$T/maker
 
@@ -31,7 +33,7 @@ while [ "$HTTP_PORT" = "$TLS_PORT" ]; do HTTP_PORT=$(free_port); done
 URL=https://127.0.0.1:$TLS_PORT
 PLAIN=http://127.0.0.1:$HTTP_PORT
 "$CERTFLEET" serve --data "$D" --listen "127.0.0.1:$TLS_PORT" --http "127.0.0.1:$HTTP_PORT" \
-    --threads 1 --timeout "$TIMEOUT" 2>"$T/serve.log" &
+    --threads 1 --timeout "$TIMEOUT" --request-timeout "$REQUEST_TIMEOUT" 2>"$T/serve.log" &
 SRV_PID=$!
 at_exit "kill -KILL $SRV_PID 2>/dev/null"
 for _ in $(seq 100); do
@@ -172,6 +174,44 @@ curl -sf --max-time 5 --cacert "$T/root.pem" -o /dev/null "$URL/.well-known/est/
 pass "silent slow clients cut by --timeout $TIMEOUT, the last one $("$(cf_python)" -c \
     'import json, sys; print("%.1f" % json.load(open(sys.argv[1]))["max_close_after_silence"])' \
     "$T/slow.json") s after its last byte; the server serves on"
+
+# ---- clients that never stop trickling: cut by --request-timeout ----
+"$(cf_python)" - "$TLS_PORT" "$REQUEST_TIMEOUT" <<'PY' || fail "trickling clients were not cut by --request-timeout"
+import select, socket, ssl, sys, time
+port, limit = int(sys.argv[1]), float(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+conns = []
+for i in range(20):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Trickle: ")
+    s.setblocking(False)
+    conns.append([s, None])
+start = time.time()
+while time.time() - start < limit + 10 and any(c[1] is None for c in conns):
+    for c in conns:
+        if c[1] is None:
+            try:
+                c[0].send(b"x")  # a byte every half second: never idle for --timeout
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                c[1] = time.time() - start
+            try:
+                if not c[0].recv(4096):
+                    c[1] = time.time() - start
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                c[1] = time.time() - start
+    time.sleep(0.5)
+cut = [c[1] for c in conns if c[1] is not None]
+assert len(cut) == len(conns), f"{len(conns) - len(cut)} of {len(conns)} still open after {limit + 10} s"
+assert max(cut) <= limit + 5, f"cut after {max(cut):.1f} s, limit {limit}"
+print(f"cut after {min(cut):.1f} to {max(cut):.1f} s")
+PY
+pass "clients that trickle a byte every half second are cut by --request-timeout $REQUEST_TIMEOUT"
 
 kill -TERM "$SRV_PID"
 rc=0
