@@ -77,6 +77,22 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
 cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const *names, int nnames,
                                   int days, const char *actor, X509 **out, cf_error *err);
 
+/* The key pairs of certfleet's own services (the TLS server, the OCSP responders), kept as
+ * DATA/keys/NAME.key (0600) and NAME.pem: reused while usable, else replaced by a new P-256
+ * key and certificate. */
+typedef struct {
+    /* 1 if the stored pair may be served as it is. */
+    int (*usable)(X509 *cert, EVP_PKEY *key, void *arg);
+    /* A certificate for the new key (recorded in the store and audited by the callee). */
+    cf_err (*issue)(cf_fleet *f, EVP_PKEY *key, void *arg, X509 **cert, cf_error *err);
+    void *arg;
+} cf_service_profile;
+
+/* The pair named name (file names under DATA/keys), reused or made anew. *cert: X509_free,
+ * *key: EVP_PKEY_free. */
+cf_err cf_fleet_service_pair(cf_fleet *f, const char *name, const cf_service_profile *prof,
+                             X509 **cert, EVP_PKEY **key, cf_error *err);
+
 /* The issuing chain, issuing CA first then root, as PEM. *pem: free(). */
 cf_err cf_fleet_chain_pem(cf_fleet *f, char **pem, size_t *len, cf_error *err);
 

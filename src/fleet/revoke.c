@@ -10,7 +10,6 @@
 #include "audit/audit.h"
 #include "core/util.h"
 #include "fleet/access_int.h"
-#include "fleet/service_int.h"
 
 /* ---- targets ---- */
 
@@ -425,6 +424,30 @@ cf_err cf_fleet_release(cf_fleet *f, const cf_principal *p, const char *serial_i
     return commit_or_rollback(st, rc, err);
 }
 
+/* The opening of an admin's change to one device: role, id, a transaction with the device's
+ * row locked in *d (the caller commits or rolls back, and clears *d). A device of another
+ * owner is "not found". */
+static cf_err admin_device_begin(cf_fleet *f, const cf_principal *p, const char *what,
+                                 const char *device_id, cf_device_rec *d, cf_error *err)
+{
+    cf_store *st = cf_fleet_store(f);
+    cf_err rc = cf_fleet_check_role(p, CF_ROLE_ADMIN, what, err);
+    if (rc != CF_OK)
+        return rc;
+    if (!cf_fleet_device_id_valid(device_id))
+        return cf_error_set(err, CF_ERR_INVALID, "device id \"%.64s\": not valid", device_id);
+    if ((rc = cf_store_begin(st, err)) != CF_OK)
+        return rc;
+    if ((rc = cf_store_device_get(st, device_id, 1, d, err)) == CF_OK && p->owner_id &&
+        d->owner_id != p->owner_id) {
+        cf_device_rec_clear(d);
+        rc = cf_error_set(err, CF_ERR_NOT_FOUND, "device %s not found", device_id);
+    }
+    if (rc != CF_OK)
+        cf_store_rollback(st);
+    return rc;
+}
+
 cf_err cf_fleet_block_birth(cf_fleet *f, const cf_principal *p, const char *device_id, int reason,
                             cf_revoke_result *out, cf_error *err)
 {
@@ -439,21 +462,12 @@ cf_err cf_fleet_block_birth(cf_fleet *f, const cf_principal *p, const char *devi
         return cf_error_set(err, CF_ERR_INVALID,
                             "blocking a birth certificate is for good: reason %s does not fit",
                             cf_crl_reason_name(reason) ? cf_crl_reason_name(reason) : "?");
-    if ((rc = cf_fleet_check_role(p, CF_ROLE_ADMIN, "blocking a birth certificate", err)) != CF_OK)
+    if ((rc = admin_device_begin(f, p, "blocking a birth certificate", device_id, &d, err)) !=
+        CF_OK)
         return rc;
-    if (!cf_fleet_device_id_valid(device_id))
-        return cf_error_set(err, CF_ERR_INVALID, "device id \"%.64s\": not valid", device_id);
-    if ((rc = cf_store_begin(st, err)) != CF_OK)
-        return rc;
-    if ((rc = cf_store_device_get(st, device_id, 1, &d, err)) != CF_OK) {
-        cf_store_rollback(st);
-        return rc;
-    }
-    int mine = p->owner_id == 0 || d.owner_id == p->owner_id, had_birth = d.blocked;
+    int had_birth = d.blocked;
     cf_device_rec_clear(&d);
-    if (!mine)
-        rc = cf_error_set(err, CF_ERR_NOT_FOUND, "device %s not found", device_id);
-    else if (had_birth)
+    if (had_birth)
         rc = cf_error_set(err, CF_ERR_EXISTS, "device %s: its birth certificate is already blocked",
                           device_id);
     if (rc == CF_OK)
@@ -475,20 +489,10 @@ cf_err cf_fleet_device_readmit(cf_fleet *f, const cf_principal *p, const char *d
     cf_store *st = cf_fleet_store(f);
     cf_device_rec d;
     cf_err rc;
-    if ((rc = cf_fleet_check_role(p, CF_ROLE_ADMIN, "readmitting a device", err)) != CF_OK)
+    if ((rc = admin_device_begin(f, p, "readmitting a device", device_id, &d, err)) != CF_OK)
         return rc;
-    if (!cf_fleet_device_id_valid(device_id))
-        return cf_error_set(err, CF_ERR_INVALID, "device id \"%.64s\": not valid", device_id);
-    if ((rc = cf_store_begin(st, err)) != CF_OK)
-        return rc;
-    if ((rc = cf_store_device_get(st, device_id, 1, &d, err)) != CF_OK) {
-        cf_store_rollback(st);
-        return rc;
-    }
     cf_device_state to = d.owner_id ? CF_DEVICE_CLAIMED : CF_DEVICE_ON_HOLD;
-    if (p->owner_id && d.owner_id != p->owner_id)
-        rc = cf_error_set(err, CF_ERR_NOT_FOUND, "device %s not found", device_id);
-    else if (d.blocked)
+    if (d.blocked)
         rc = cf_error_set(err, CF_ERR_POLICY,
                           "device %s: its birth certificate is blocked for good; it cannot be"
                           " readmitted",

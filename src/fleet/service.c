@@ -1,4 +1,4 @@
-/* service.c - the key pairs of certfleet's own services (see service_int.h). */
+/* service.c - the key pairs of certfleet's own services (see fleet.h). */
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "core/fs.h"
-#include "fleet/service_int.h"
+#include "fleet/fleet.h"
 #include "pki/key.h"
 
 static void load_stored(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key)

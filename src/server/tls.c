@@ -97,81 +97,43 @@ static int stored_cert_usable(X509 *cert, EVP_PKEY *key, X509 *issuing, const na
            X509_cmp_time(X509_get0_notAfter(cert), &renew) > 0 && sans_match(cert, s);
 }
 
-static cf_err load_stored(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key)
+typedef struct {
+    X509 *issuing;
+    const name_set *names;
+} server_ctx;
+
+static int server_usable(X509 *cert, EVP_PKEY *key, void *arg)
 {
-    FILE *fc = fopen(cert_path, "r"), *fk = fopen(key_path, "r");
-    if (fc)
-        *cert = PEM_read_X509(fc, NULL, NULL, NULL);
-    if (fk)
-        *key = PEM_read_PrivateKey(fk, NULL, NULL, NULL);
-    if (fc)
-        fclose(fc);
-    if (fk)
-        fclose(fk);
-    ERR_clear_error();
-    return *cert && *key ? CF_OK : CF_ERR_NOT_FOUND;
+    const server_ctx *c = arg;
+    return stored_cert_usable(cert, key, c->issuing, c->names);
 }
 
-static cf_err write_pair(const char *cert_path, const char *key_path, X509 *cert, EVP_PKEY *key,
-                         cf_error *err)
+static cf_err server_issue(cf_fleet *f, EVP_PKEY *key, void *arg, X509 **cert, cf_error *err)
 {
-    char *pem = NULL, *kpem = NULL;
-    size_t len = 0, klen = 0;
-    cf_err rc = cf_key_to_pem(key, &kpem, &klen, err);
-    if (rc == CF_OK)
-        rc = cf_fs_write_file(key_path, kpem, klen, 0600, 1, err);
-    if (rc == CF_OK)
-        rc = cf_x509_append_pem(cert, &pem, &len, err);
-    if (rc == CF_OK)
-        rc = cf_fs_write_file(cert_path, pem, len, 0600, 1, err);
-    if (kpem)
-        OPENSSL_cleanse(kpem, klen);
-    free(kpem);
-    free(pem);
-    return rc;
+    const server_ctx *c = arg;
+    if (X509_cmp_time(X509_get0_notAfter(c->issuing),
+                      &(time_t){time(NULL) + SRV_CERT_DAYS * 86400}) < 0)
+        return cf_error_set(err, CF_ERR_STATE,
+                            "server certificate: the issuing CA expires within %d days: roll it"
+                            " over",
+                            SRV_CERT_DAYS);
+    return cf_fleet_issue_server_cert(f, key, c->names->names, c->names->n, SRV_CERT_DAYS, "server",
+                                      cert, err);
 }
 
 /* The server's certificate and key, reused or issued (see the file comment). */
 static cf_err server_pair(const cf_server_opts *o, cf_fleet *f, X509 **cert, EVP_PKEY **key,
                           cf_error *err)
 {
-    char cert_path[4200], key_path[4200];
     X509 *issuing, *root;
     name_set s;
     cf_err rc = cf_fleet_chain(f, &issuing, &root, err);
     if (rc != CF_OK)
         return rc;
     names_collect(o, &s);
-    snprintf(cert_path, sizeof cert_path, "%s/keys/server.pem", o->data_dir);
-    snprintf(key_path, sizeof key_path, "%s/keys/server.key", o->data_dir);
-    if (load_stored(cert_path, key_path, cert, key) == CF_OK &&
-        stored_cert_usable(*cert, *key, issuing, &s))
-        return CF_OK;
-    X509_free(*cert);
-    EVP_PKEY_free(*key);
-    *cert = NULL;
-    *key = NULL;
-    if (X509_cmp_time(X509_get0_notAfter(issuing), &(time_t){time(NULL) + SRV_CERT_DAYS * 86400}) <
-        0) {
-        rc = cf_error_set(err, CF_ERR_STATE,
-                          "server certificate: the issuing CA expires within %d days: roll it"
-                          " over",
-                          SRV_CERT_DAYS);
-        goto out;
-    }
-    if ((rc = cf_key_generate(CF_KEY_P256, key, err)) != CF_OK ||
-        (rc = cf_fleet_issue_server_cert(f, *key, s.names, s.n, SRV_CERT_DAYS, "server", cert,
-                                         err)) != CF_OK ||
-        (rc = write_pair(cert_path, key_path, *cert, *key, err)) != CF_OK)
-        goto out;
-out:
-    if (rc != CF_OK) {
-        X509_free(*cert);
-        EVP_PKEY_free(*key);
-        *cert = NULL;
-        *key = NULL;
-    }
-    return rc;
+    server_ctx c = {issuing, &s};
+    cf_service_profile prof = {server_usable, server_issue, &c};
+    return cf_fleet_service_pair(f, "server", &prof, cert, key, err);
 }
 
 /* Client certificates are requested, never required here: whether a request needs one,

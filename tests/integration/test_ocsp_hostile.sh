@@ -6,26 +6,11 @@
 . "$CF_SOURCE_DIR/tests/lib/common.sh"
 
 PY=$(cf_python)
-export CERTFLEET_DATA=$T/data
-cf init --org Vendor >/dev/null
-cf ca export --out "$T/chain.pem"
-split_chain "$T/chain.pem"
+fleet_init
 new_csr dev
 cf issue --csr "$T/dev.csr" --device dev --out "$T/dev.pem" >/dev/null
 
-TLS_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-while [ "$HTTP_PORT" = "$TLS_PORT" ]; do HTTP_PORT=$(free_port); done
-PLAIN=http://127.0.0.1:$HTTP_PORT
-SRV_PID=
-"$CERTFLEET" serve --listen "127.0.0.1:$TLS_PORT" --http "127.0.0.1:$HTTP_PORT" --threads 1 \
-    --timeout 2 2>>"$T/serve.log" &
-SRV_PID=$!
-at_exit '[ -z "$SRV_PID" ] || kill -KILL "$SRV_PID" 2>/dev/null'
-for _ in $(seq 100); do
-    curl -sf -o /dev/null "$PLAIN/healthz" && break
-    sleep 0.1
-done
+serve_start --threads 1 --timeout 2
 
 # post FILE [CTYPE]: POSTs FILE to /ocsp; prints the HTTP status; the body in $T/resp.
 post() {

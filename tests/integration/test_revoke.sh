@@ -9,10 +9,7 @@
 . "$CF_SOURCE_DIR/tests/lib/common.sh"
 
 PY=$(cf_python)
-export CERTFLEET_DATA=$T/data
-cf init --org Vendor >/dev/null
-cf ca export --out "$T/chain.pem"
-split_chain "$T/chain.pem"
+fleet_init
 
 # issue NAME: a certificate for device NAME in $T/NAME.pem (key $T/NAME.key).
 issue() {
@@ -22,20 +19,7 @@ issue() {
 serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
 for d in dev-a dev-b dev-c dev-d dev-e; do issue "$d"; done
 
-TLS_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-while [ "$HTTP_PORT" = "$TLS_PORT" ]; do HTTP_PORT=$(free_port); done
-PLAIN=http://127.0.0.1:$HTTP_PORT
-SRV_PID=
-"$CERTFLEET" serve --listen "127.0.0.1:$TLS_PORT" --http "127.0.0.1:$HTTP_PORT" --threads 2 \
-    2>>"$T/serve.log" &
-SRV_PID=$!
-at_exit '[ -z "$SRV_PID" ] || kill -KILL "$SRV_PID" 2>/dev/null'
-for _ in $(seq 100); do
-    curl -sf -o /dev/null "$PLAIN/healthz" && break
-    kill -0 "$SRV_PID" 2>/dev/null || { cat "$T/serve.log" >&2; fail "serve exited at start"; }
-    sleep 0.1
-done
+serve_start --threads 2
 
 # ocsp CERT: openssl ocsp's verdict line for CERT (POST, with a nonce it checks).
 ocsp() {

@@ -79,3 +79,33 @@ split_chain() {
     awk '/BEGIN/{n++} n==1' "$1" >"$T/issuing.pem"
     awk '/BEGIN/{n++} n==2' "$1" >"$T/root.pem"
 }
+
+# serve_start [serve options...]: starts `certfleet serve` on two free ports (its log in
+# $T/serve.log), killed at exit, and waits until it answers. Sets TLS_PORT, HTTP_PORT, PLAIN
+# (http://127.0.0.1:HTTP_PORT), URL (https://127.0.0.1:TLS_PORT) and SRV_PID.
+serve_start() {
+    TLS_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
+    while [ "$HTTP_PORT" = "$TLS_PORT" ]; do HTTP_PORT=$(free_port); done
+    PLAIN=http://127.0.0.1:$HTTP_PORT
+    URL=https://127.0.0.1:$TLS_PORT
+    "$CERTFLEET" serve --listen "127.0.0.1:$TLS_PORT" --http "127.0.0.1:$HTTP_PORT" "$@" \
+        2>>"$T/serve.log" &
+    SRV_PID=$!
+    at_exit "kill -KILL $SRV_PID 2>/dev/null"
+    for _ in $(seq 200); do
+        curl -sf -o /dev/null "$PLAIN/healthz" && return 0
+        kill -0 "$SRV_PID" 2>/dev/null || { cat "$T/serve.log" >&2; fail "serve exited at start"; }
+        sleep 0.1
+    done
+    fail "serve does not answer on $PLAIN"
+}
+
+# fleet_init [init options...]: a new fleet in $T/data (exported as CERTFLEET_DATA), its
+# chain in $T/chain.pem, $T/issuing.pem and $T/root.pem.
+fleet_init() {
+    export CERTFLEET_DATA=$T/data
+    cf init --org Vendor "$@" >/dev/null || fail "certfleet init"
+    cf ca export --out "$T/chain.pem"
+    split_chain "$T/chain.pem"
+}

@@ -14,9 +14,8 @@
 #include "pki/x509.h"
 
 typedef struct {
-    EVP_PKEY *root_key, *ca_key, *dev_key;
-    X509 *root, *ca;
-    cf_issuer *iss;
+    tu_ca c;
+    EVP_PKEY *dev_key;
 } fixture;
 
 static int setup(void **state)
@@ -24,17 +23,8 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     cf_error err;
     assert_non_null(f);
-    assert_int_equal(cf_key_generate(CF_KEY_P256, &f->root_key, &err), CF_OK);
-    assert_int_equal(cf_key_generate(CF_KEY_P256, &f->ca_key, &err), CF_OK);
+    tu_ca_make(&f->c);
     assert_int_equal(cf_key_generate(CF_KEY_P256, &f->dev_key, &err), CF_OK);
-    assert_int_equal(cf_x509_make_root(f->root_key, "Unit", "Unit Root", 30, &f->root, &err),
-                     CF_OK);
-    assert_int_equal(
-        cf_x509_make_issuing(f->root, f->root_key, f->ca_key, "Unit", "Unit CA", 30, &f->ca, &err),
-        CF_OK);
-    assert_int_equal(
-        cf_issuer_new(f->ca, f->ca_key, "issuing-1", "http://127.0.0.1:8080", &f->iss, &err),
-        CF_OK);
     *state = f;
     return 0;
 }
@@ -42,11 +32,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    cf_issuer_free(f->iss);
-    X509_free(f->root);
-    X509_free(f->ca);
-    EVP_PKEY_free(f->root_key);
-    EVP_PKEY_free(f->ca_key);
+    tu_ca_clear(&f->c);
     EVP_PKEY_free(f->dev_key);
     free(f);
     return 0;
@@ -186,9 +172,9 @@ static void test_crl_from_two_pieces_verifies_and_lists_every_entry(void **state
     unsigned char *der;
     size_t len;
     cf_error err;
-    assert_int_equal(cf_crl_build(f->ca, f->ca_key, &p, pieces, 2, &der, &len, &err), CF_OK);
+    assert_int_equal(cf_crl_build(f->c.ca, f->c.ca_key, &p, pieces, 2, &der, &len, &err), CF_OK);
     X509_CRL *crl = parse_crl(der, len);
-    assert_int_equal(X509_CRL_verify(crl, f->ca_key), 1);
+    assert_int_equal(X509_CRL_verify(crl, f->c.ca_key), 1);
     assert_int_equal(X509_CRL_get_version(crl), X509_CRL_VERSION_2);
     assert_int_equal(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 303);
     int crit;
@@ -200,7 +186,7 @@ static void test_crl_from_two_pieces_verifies_and_lists_every_entry(void **state
     sk_DIST_POINT_pop_free(fresh, DIST_POINT_free);
     AUTHORITY_KEYID *akid = X509_CRL_get_ext_d2i(crl, NID_authority_key_identifier, &crit, NULL);
     assert_non_null(akid);
-    assert_int_equal(ASN1_OCTET_STRING_cmp(akid->keyid, X509_get0_subject_key_id(f->ca)), 0);
+    assert_int_equal(ASN1_OCTET_STRING_cmp(akid->keyid, X509_get0_subject_key_id(f->c.ca)), 0);
     AUTHORITY_KEYID_free(akid);
     X509_CRL_free(crl);
     OPENSSL_free(der);
@@ -215,9 +201,9 @@ static void test_crl_without_entries_has_no_revoked_list(void **state)
     unsigned char *der;
     size_t len;
     cf_error err;
-    assert_int_equal(cf_crl_build(f->ca, f->ca_key, &p, NULL, 0, &der, &len, &err), CF_OK);
+    assert_int_equal(cf_crl_build(f->c.ca, f->c.ca_key, &p, NULL, 0, &der, &len, &err), CF_OK);
     X509_CRL *crl = parse_crl(der, len);
-    assert_int_equal(X509_CRL_verify(crl, f->ca_key), 1);
+    assert_int_equal(X509_CRL_verify(crl, f->c.ca_key), 1);
     assert_null(X509_CRL_get_REVOKED(crl)); /* absent, not an empty SEQUENCE */
     X509_CRL_free(crl);
     OPENSSL_free(der);
@@ -237,9 +223,9 @@ static void test_delta_and_shard_extensions_are_critical(void **state)
     unsigned char *der;
     size_t len;
     cf_error err;
-    assert_int_equal(cf_crl_build(f->ca, f->ca_key, &p, &piece, 1, &der, &len, &err), CF_OK);
+    assert_int_equal(cf_crl_build(f->c.ca, f->c.ca_key, &p, &piece, 1, &der, &len, &err), CF_OK);
     X509_CRL *crl = parse_crl(der, len);
-    assert_int_equal(X509_CRL_verify(crl, f->ca_key), 1);
+    assert_int_equal(X509_CRL_verify(crl, f->c.ca_key), 1);
     int crit;
     assert_int_equal(crl_int_ext(crl, NID_delta_crl, &crit), 42);
     assert_int_equal(crit, 1);
@@ -274,10 +260,10 @@ static void test_openssl_verify_honours_the_crl(void **state)
     char dir[512], cmd[4096], serial_bad[CF_SERIAL_HEX_MAX], serial_good[CF_SERIAL_HEX_MAX];
     X509 *bad, *good;
     cf_device_profile prof = {.device_id = "dev-1", .org = "Unit", .days = 10};
-    assert_int_equal(cf_issuer_sign_device(f->iss, f->dev_key, &prof, &bad, serial_bad, &err),
+    assert_int_equal(cf_issuer_sign_device(f->c.iss, f->dev_key, &prof, &bad, serial_bad, &err),
                      CF_OK);
     prof.device_id = "dev-2";
-    assert_int_equal(cf_issuer_sign_device(f->iss, f->dev_key, &prof, &good, serial_good, &err),
+    assert_int_equal(cf_issuer_sign_device(f->c.iss, f->dev_key, &prof, &good, serial_good, &err),
                      CF_OK);
     unsigned char *e, *der;
     size_t elen, len;
@@ -286,16 +272,16 @@ static void test_openssl_verify_honours_the_crl(void **state)
         CF_OK);
     cf_crl_piece piece = {e, elen};
     cf_crl_params p = {.number = 7, .this_update = time(NULL) - 5, .next_update = time(NULL) + 600};
-    assert_int_equal(cf_crl_build(f->ca, f->ca_key, &p, &piece, 1, &der, &len, &err), CF_OK);
+    assert_int_equal(cf_crl_build(f->c.ca, f->c.ca_key, &p, &piece, 1, &der, &len, &err), CF_OK);
 
     snprintf(dir, sizeof dir, "%s/crl-verify", tu_tmpdir());
     snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
     assert_int_equal(system(cmd), 0);
     char path[600];
     snprintf(path, sizeof path, "%s/root.pem", dir);
-    write_pem_cert(path, f->root);
+    write_pem_cert(path, f->c.root);
     snprintf(path, sizeof path, "%s/ca.pem", dir);
-    write_pem_cert(path, f->ca);
+    write_pem_cert(path, f->c.ca);
     snprintf(path, sizeof path, "%s/bad.pem", dir);
     write_pem_cert(path, bad);
     snprintf(path, sizeof path, "%s/good.pem", dir);

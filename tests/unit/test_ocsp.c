@@ -16,10 +16,10 @@
 #include "pki/x509.h"
 
 typedef struct {
-    EVP_PKEY *root_key, *ca_key, *resp_key, *dev_key;
-    X509 *root, *ca, *resp, *leaf;
+    tu_ca c;
+    EVP_PKEY *resp_key, *dev_key;
+    X509 *resp, *leaf;
     char leaf_serial[CF_SERIAL_HEX_MAX];
-    cf_issuer *iss;
     cf_ocsp_responder *r;
 } fixture;
 
@@ -29,25 +29,16 @@ static int setup(void **state)
     cf_error err;
     char serial[CF_SERIAL_HEX_MAX];
     assert_non_null(f);
-    assert_int_equal(cf_key_generate(CF_KEY_P256, &f->root_key, &err), CF_OK);
-    assert_int_equal(cf_key_generate(CF_KEY_P256, &f->ca_key, &err), CF_OK);
+    tu_ca_make(&f->c);
     assert_int_equal(cf_key_generate(CF_KEY_P256, &f->resp_key, &err), CF_OK);
     assert_int_equal(cf_key_generate(CF_KEY_P256, &f->dev_key, &err), CF_OK);
-    assert_int_equal(cf_x509_make_root(f->root_key, "Unit", "Unit Root", 30, &f->root, &err),
-                     CF_OK);
-    assert_int_equal(
-        cf_x509_make_issuing(f->root, f->root_key, f->ca_key, "Unit", "Unit CA", 30, &f->ca, &err),
-        CF_OK);
-    assert_int_equal(
-        cf_issuer_new(f->ca, f->ca_key, "issuing-1", "http://127.0.0.1:8080", &f->iss, &err),
-        CF_OK);
-    assert_int_equal(cf_issuer_sign_ocsp(f->iss, f->resp_key, "Unit", 10, &f->resp, serial, &err),
+    assert_int_equal(cf_issuer_sign_ocsp(f->c.iss, f->resp_key, "Unit", 10, &f->resp, serial, &err),
                      CF_OK);
     cf_device_profile prof = {.device_id = "dev-1", .org = "Unit", .days = 10};
     assert_int_equal(
-        cf_issuer_sign_device(f->iss, f->dev_key, &prof, &f->leaf, f->leaf_serial, &err), CF_OK);
+        cf_issuer_sign_device(f->c.iss, f->dev_key, &prof, &f->leaf, f->leaf_serial, &err), CF_OK);
     assert_int_equal(cf_ocsp_responder_new(&f->r, &err), CF_OK);
-    assert_int_equal(cf_ocsp_responder_add_ca(f->r, f->ca, 7, f->resp, f->resp_key, &err), CF_OK);
+    assert_int_equal(cf_ocsp_responder_add_ca(f->r, f->c.ca, 7, f->resp, f->resp_key, &err), CF_OK);
     *state = f;
     return 0;
 }
@@ -56,13 +47,9 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     cf_ocsp_responder_free(f->r);
-    cf_issuer_free(f->iss);
-    X509_free(f->root);
-    X509_free(f->ca);
+    tu_ca_clear(&f->c);
     X509_free(f->resp);
     X509_free(f->leaf);
-    EVP_PKEY_free(f->root_key);
-    EVP_PKEY_free(f->ca_key);
     EVP_PKEY_free(f->resp_key);
     EVP_PKEY_free(f->dev_key);
     free(f);
@@ -105,7 +92,7 @@ static void test_parse_matches_sha1_and_sha256_certids(void **state)
     int nids[] = {NID_sha1, NID_sha256};
     for (int i = 0; i < 2; i++) {
         size_t len;
-        unsigned char *der = make_request(f->leaf, f->ca, mds[i], 16, 1, &len);
+        unsigned char *der = make_request(f->leaf, f->c.ca, mds[i], 16, 1, &len);
         cf_ocsp_request req;
         cf_error err;
         assert_int_equal(cf_ocsp_request_parse(f->r, der, len, &req, &err), CF_OK);
@@ -124,7 +111,7 @@ static void test_parse_leaves_an_unknown_issuer_at_zero(void **state)
     fixture *f = *state;
     size_t len;
     /* the root is no CA this responder answers for */
-    unsigned char *der = make_request(f->ca, f->root, EVP_sha1(), 0, 1, &len);
+    unsigned char *der = make_request(f->c.ca, f->c.root, EVP_sha1(), 0, 1, &len);
     cf_ocsp_request req;
     cf_error err;
     assert_int_equal(cf_ocsp_request_parse(f->r, der, len, &req, &err), CF_OK);
@@ -148,7 +135,7 @@ static void test_parse_refuses_hostile_requests(void **state)
 {
     fixture *f = *state;
     size_t len;
-    unsigned char *der = make_request(f->leaf, f->ca, EVP_sha1(), 0, 1, &len);
+    unsigned char *der = make_request(f->leaf, f->c.ca, EVP_sha1(), 0, 1, &len);
     assert_malformed(f, der, 0, "empty");
     for (size_t cut = 1; cut < len; cut += 7)
         assert_malformed(f, der, cut, "not a DER OCSPRequest");
@@ -160,10 +147,10 @@ static void test_parse_refuses_hostile_requests(void **state)
     assert_malformed(f, (const unsigned char *)"garbage", 7, "not a DER OCSPRequest");
     OPENSSL_free(der);
 
-    der = make_request(f->leaf, f->ca, EVP_sha1(), 33, 1, &len);
+    der = make_request(f->leaf, f->c.ca, EVP_sha1(), 33, 1, &len);
     assert_malformed(f, der, len, "RFC 8954");
     OPENSSL_free(der);
-    der = make_request(f->leaf, f->ca, EVP_sha1(), 0, CF_OCSP_MAX_IDS + 1, &len);
+    der = make_request(f->leaf, f->c.ca, EVP_sha1(), 0, CF_OCSP_MAX_IDS + 1, &len);
     assert_malformed(f, der, len, "CertIDs");
     OPENSSL_free(der);
 }
@@ -187,7 +174,7 @@ static void test_thousand_certids_are_refused(void **state)
 {
     fixture *f = *state;
     size_t len;
-    unsigned char *der = make_request(f->leaf, f->ca, EVP_sha256(), 0, 1000, &len);
+    unsigned char *der = make_request(f->leaf, f->c.ca, EVP_sha256(), 0, 1000, &len);
     assert_malformed(f, der, len, "over the limit");
     OPENSSL_free(der);
 }
@@ -196,7 +183,8 @@ static void test_the_most_certids_are_answered(void **state)
 {
     fixture *f = *state;
     size_t len, rlen;
-    unsigned char *der = make_request(f->leaf, f->ca, EVP_sha1(), 0, CF_OCSP_MAX_IDS, &len), *resp;
+    unsigned char *der = make_request(f->leaf, f->c.ca, EVP_sha1(), 0, CF_OCSP_MAX_IDS, &len),
+                  *resp;
     cf_ocsp_request req;
     cf_error err;
     assert_int_equal(cf_ocsp_request_parse(f->r, der, len, &req, &err), CF_OK);
@@ -241,9 +229,9 @@ static void check_with_openssl(fixture *f, const cf_ocsp_status *st, const char 
     assert_int_equal(system(cmd), 0);
     char path[600];
     snprintf(path, sizeof path, "%s/root.pem", dir);
-    write_pem(path, f->root);
+    write_pem(path, f->c.root);
     snprintf(path, sizeof path, "%s/ca.pem", dir);
-    write_pem(path, f->ca);
+    write_pem(path, f->c.ca);
     snprintf(path, sizeof path, "%s/leaf.pem", dir);
     write_pem(path, f->leaf);
     snprintf(cmd, sizeof cmd,

@@ -1,10 +1,14 @@
 #include "testutil.h"
 
 #include <libpq-fe.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "pki/key.h"
+#include "pki/x509.h"
 
 const char *tu_tmpdir(void)
 {
@@ -97,4 +101,28 @@ char *tu_make_csr(const char *spec, size_t *len)
     buf[*len] = '\0';
     fclose(f);
     return buf;
+}
+
+void tu_ca_make(tu_ca *ca)
+{
+    cf_error err;
+    memset(ca, 0, sizeof *ca);
+    if (cf_key_generate(CF_KEY_P256, &ca->root_key, &err) != CF_OK ||
+        cf_key_generate(CF_KEY_P256, &ca->ca_key, &err) != CF_OK ||
+        cf_x509_make_root(ca->root_key, "Unit", "Unit Root", 30, &ca->root, &err) != CF_OK ||
+        cf_x509_make_issuing(ca->root, ca->root_key, ca->ca_key, "Unit", "Unit CA", 30, &ca->ca,
+                             &err) != CF_OK ||
+        cf_issuer_new(ca->ca, ca->ca_key, "issuing-1", "http://127.0.0.1:8080", &ca->iss, &err) !=
+            CF_OK)
+        fail_msg("test CA: %s", err.msg);
+}
+
+void tu_ca_clear(tu_ca *ca)
+{
+    cf_issuer_free(ca->iss);
+    X509_free(ca->root);
+    X509_free(ca->ca);
+    EVP_PKEY_free(ca->root_key);
+    EVP_PKEY_free(ca->ca_key);
+    memset(ca, 0, sizeof *ca);
 }

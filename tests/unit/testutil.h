@@ -25,4 +25,16 @@ const char *tu_backend_name(int backend);
  * buffer (free()) using the openssl command line. spec: "ec:P-256", "rsa:1024", ... */
 char *tu_make_csr(const char *spec, size_t *len);
 
+/* A test CA pair made in memory: a P-256 root and an issuing CA under it ("Unit Root",
+ * "Unit CA", 30 days) with their keys, and an issuer for the CA named issuing-1 under
+ * http://127.0.0.1:8080. Fails the test on any error. Free with tu_ca_clear. */
+typedef struct {
+    struct evp_pkey_st *root_key, *ca_key;
+    struct x509_st *root, *ca;
+    struct cf_issuer *iss;
+} tu_ca;
+
+void tu_ca_make(tu_ca *ca);
+void tu_ca_clear(tu_ca *ca);
+
 #endif
