@@ -55,4 +55,18 @@ const char *cf_jose_ec_crv(EVP_PKEY *key);
  * message names the member at fault ("crv", "x"). */
 cf_err cf_jwk_ec_import(const json_t *jwk, EVP_PKEY **out, cf_error *err);
 
+/* The members of an EC public JWK as cf_jwk_ec_import reads them, with the same checks and
+ * errors except the one that needs the curve arithmetic (whether the point lies on the
+ * curve): *curve_nid is NID_X9_62_prime256v1 or NID_secp384r1, point the SEC 1 uncompressed
+ * point 04||x||y, *point_len its length (65 or 97). */
+#define CF_JWK_POINT_MAX (1 + 2 * 48)
+cf_err cf_jwk_ec_point(const json_t *jwk, int *curve_nid, unsigned char point[CF_JWK_POINT_MAX],
+                       size_t *point_len, cf_error *err);
+
+/* The SHA-256 of the SubjectPublicKeyInfo (RFC 5480: id-ecPublicKey, the named curve, the
+ * uncompressed point) of an EC key given as its curve and uncompressed point: the same bytes
+ * i2d_PUBKEY writes for that key, without decoding it. */
+cf_err cf_jose_ec_spki_sha256(int curve_nid, const unsigned char *point, size_t point_len,
+                              unsigned char out[32], cf_error *err);
+
 #endif

@@ -1,11 +1,14 @@
 #include "pki/manifest.h"
 
 #include <errno.h>
+#include <openssl/asn1t.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include <time.h>
 
 #include "core/util.h"
+#include "pki/manifest_json.h"
 #include "pki/x509.h"
 
 /* ==== Streaming reader ===================================================================
@@ -294,15 +298,15 @@ static cf_err scan_element(cf_manifest_reader *r, int *complete, cf_error *err)
 /* Parses the complete element in r->elem. */
 static cf_err finish_element(cf_manifest_reader *r, json_t **entry, size_t *index, cf_error *err)
 {
-    json_error_t jerr;
-    size_t idx = r->index++;
+    const char *why = NULL;
+    size_t at = 0, idx = r->index++;
     r->state = RS_AFTER;
     *index = idx;
-    json_t *j = json_loadb(r->elem, r->elem_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *j = cf_manifest_json_parse(r->elem, r->elem_len, &why, &at);
     r->elem_len = 0;
     if (!j)
-        return cf_error_set(err, CF_ERR_INVALID, "entry %zu: not valid JSON: %s (column %d)", idx,
-                            jerr.text, jerr.column);
+        return cf_error_set(err, CF_ERR_INVALID, "entry %zu: not valid JSON: %s (at byte %zu)", idx,
+                            why, at);
     *entry = j;
     return CF_OK;
 }
@@ -424,13 +428,16 @@ typedef struct {
     char x5t[CF_JOSE_X5T_MAX];
     int64_t not_before, not_after;
     X509 *issuer_root; /* borrowed from roots; NULL when registered on its own */
+    int root_sig_ok;   /* issuer_root's signature on cert verifies (checked once: both are
+                          fixed once registered) */
 } trusted_signer;
 
 /* Decoded x5c intermediates by the SHA-256 of their DER. A reel's entries all carry the same
  * batch CA, and decoding a certificate costs OpenSSL 3 more than verifying a signature, so
  * each distinct intermediate is decoded once. Shared by the threads that verify with one
- * trust; a decoded X509 is only read after that. What comes out of the cache is still
- * verified by X509_verify_cert with every entry. */
+ * trust; a decoded X509 is only read after that. This serves the full verification (entries
+ * whose chain has no record yet, or does not qualify for one): what comes out of this cache
+ * is still verified by X509_verify_cert with that entry. */
 #define X5C_CACHE_SLOTS 64
 
 typedef struct {
@@ -440,6 +447,19 @@ typedef struct {
     size_t next; /* slot replaced next once all are taken */
 } x5c_cache;
 
+typedef struct chain_rec chain_rec;
+
+/* Issuer chains verified once (see "Verified issuer chains" below). */
+#define CHAIN_SLOTS 16
+
+typedef struct {
+    pthread_mutex_t lock;
+    chain_rec *rec[CHAIN_SLOTS];
+    size_t next;            /* slot replaced next once all are taken */
+    _Atomic uint64_t fast;  /* entries whose chain was checked through a record */
+    _Atomic uint64_t built; /* records made */
+} chain_cache;
+
 struct cf_manifest_trust {
     X509_STORE *store;
     STACK_OF(X509) * roots;
@@ -447,25 +467,38 @@ struct cf_manifest_trust {
     size_t nsigners;
     int64_t when;
     x5c_cache *cache;
+    chain_cache *chains;
+    EC_GROUP *p256, *p384; /* for checking that a JWK's point lies on its curve */
 };
 
 cf_err cf_manifest_trust_new(cf_manifest_trust **out, cf_error *err)
 {
     cf_manifest_trust *t = calloc(1, sizeof *t);
     if (!t || !(t->store = X509_STORE_new()) || !(t->roots = sk_X509_new_null()) ||
-        !(t->cache = calloc(1, sizeof *t->cache))) {
+        !(t->p256 = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1)) ||
+        !(t->p384 = EC_GROUP_new_by_curve_name(NID_secp384r1))) {
         cf_manifest_trust_free(t);
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
     }
-    if (pthread_mutex_init(&t->cache->lock, NULL) != 0) {
+    if (!(t->cache = calloc(1, sizeof *t->cache)) ||
+        pthread_mutex_init(&t->cache->lock, NULL) != 0) {
         free(t->cache);
         t->cache = NULL;
+        cf_manifest_trust_free(t);
+        return cf_error_set(err, CF_ERR_INTERNAL, "cannot create a mutex");
+    }
+    if (!(t->chains = calloc(1, sizeof *t->chains)) ||
+        pthread_mutex_init(&t->chains->lock, NULL) != 0) {
+        free(t->chains);
+        t->chains = NULL;
         cf_manifest_trust_free(t);
         return cf_error_set(err, CF_ERR_INTERNAL, "cannot create a mutex");
     }
     *out = t;
     return CF_OK;
 }
+
+static void chain_rec_release(chain_cache *c, chain_rec *r);
 
 void cf_manifest_trust_free(cf_manifest_trust *t)
 {
@@ -482,6 +515,15 @@ void cf_manifest_trust_free(cf_manifest_trust *t)
         pthread_mutex_destroy(&t->cache->lock);
         free(t->cache);
     }
+    if (t->chains) {
+        for (size_t i = 0; i < CHAIN_SLOTS; i++)
+            if (t->chains->rec[i])
+                chain_rec_release(t->chains, t->chains->rec[i]);
+        pthread_mutex_destroy(&t->chains->lock);
+        free(t->chains);
+    }
+    EC_GROUP_free(t->p256);
+    EC_GROUP_free(t->p384);
     free(t);
 }
 
@@ -514,12 +556,11 @@ static void cache_put(x5c_cache *c, const unsigned char md[32], X509 *x)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* The subject CN of cert into out ("" when it has none). Returns 0, or -1 when the CN is
- * not valid UTF-8 or does not fit. */
-static int subject_cn(X509 *cert, char *out, size_t outlen)
+/* The CN of name into out ("" when it has none). Returns 0, or -1 when the CN is not valid
+ * UTF-8 or does not fit. */
+static int name_cn(const X509_NAME *name, char *out, size_t outlen)
 {
     out[0] = '\0';
-    X509_NAME *name = X509_get_subject_name(cert);
     int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
     if (i < 0)
         return 0;
@@ -535,6 +576,12 @@ static int subject_cn(X509 *cert, char *out, size_t outlen)
     }
     OPENSSL_free(utf8);
     return rc;
+}
+
+/* The same for the subject of cert. */
+static int subject_cn(X509 *cert, char *out, size_t outlen)
+{
+    return name_cn(X509_get_subject_name(cert), out, outlen);
 }
 
 cf_err cf_manifest_trust_add_root(cf_manifest_trust *t, X509 *root, cf_error *err)
@@ -578,6 +625,11 @@ cf_err cf_manifest_trust_add_signer(cf_manifest_trust *t, X509 *signer, cf_error
         X509 *root = sk_X509_value(t->roots, i);
         if (X509_check_issued(root, signer) == X509_V_OK && X509_cmp(root, signer) != 0)
             s.issuer_root = root;
+    }
+    if (s.issuer_root) {
+        EVP_PKEY *rk = X509_get0_pubkey(s.issuer_root);
+        s.root_sig_ok = rk && X509_verify(signer, rk) == 1;
+        ERR_clear_error();
     }
     trusted_signer *grown = realloc(t->signers, (t->nsigners + 1) * sizeof *grown);
     if (!grown)
@@ -670,6 +722,14 @@ X509 *cf_manifest_trust_find_signer(const cf_manifest_trust *t, const char *x5t)
     return s ? s->cert : NULL;
 }
 
+void cf_manifest_trust_chain_stats(const cf_manifest_trust *t, uint64_t *fast, uint64_t *chains)
+{
+    if (fast)
+        *fast = atomic_load(&t->chains->fast);
+    if (chains)
+        *chains = atomic_load(&t->chains->built);
+}
+
 static int64_t trust_time(const cf_manifest_trust *t)
 {
     return t->when ? t->when : (int64_t)time(NULL);
@@ -689,6 +749,9 @@ static int64_t trust_time(const cf_manifest_trust *t)
 static cf_err signer_valid_for(const trusted_signer *s, int64_t prov, int64_t now, cf_error *err)
 {
     char cn[128], tb[CF_TIME_STR_MAX], nb[CF_TIME_STR_MAX], na[CF_TIME_STR_MAX];
+    if (prov <= now + FUTURE_SLACK_SECONDS && prov <= s->not_after && s->not_before <= now &&
+        (!s->issuer_root || s->root_sig_ok))
+        return CF_OK; /* the common case, without formatting a message */
     if (subject_cn(s->cert, cn, sizeof cn) != 0)
         cn[0] = '\0';
     cf_time_format(prov * 1000000, tb);
@@ -704,12 +767,9 @@ static cf_err signer_valid_for(const trusted_signer *s, int64_t prov, int64_t no
     if (s->not_before > now)
         return cf_error_set(err, CF_ERR_POLICY, "signer \"%s\" is not valid yet (valid %s to %s)",
                             cn, nb, na);
-    if (s->issuer_root) {
-        EVP_PKEY *rk = X509_get0_pubkey(s->issuer_root);
-        if (!rk || X509_verify(s->cert, rk) != 1)
-            return cf_error_openssl(err, CF_ERR_POLICY,
-                                    "signer \"%s\" does not verify with its issuing root", cn);
-    }
+    if (s->issuer_root && !s->root_sig_ok)
+        return cf_error_set(err, CF_ERR_POLICY,
+                            "signer \"%s\" does not verify with its issuing root", cn);
     return CF_OK;
 }
 
@@ -823,18 +883,17 @@ static cf_err decode_b64url_json(const char *b64, size_t len, const char *name, 
                                  cf_error *err)
 {
     unsigned char *raw = NULL;
-    size_t rawlen = 0;
-    json_error_t jerr;
+    size_t rawlen = 0, at = 0;
+    const char *why = NULL;
     if (cf_b64url_decode(b64, len, &raw, &rawlen, err) != CF_OK)
         return cf_error_prefix(err, "%s", name);
-    json_t *j = json_loadb((const char *)raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *j = cf_manifest_json_parse(raw, rawlen, &why, &at);
     free(raw);
-    if (!j)
-        return cf_error_set(err, CF_ERR_INVALID, "%s is not valid JSON: %s", name, jerr.text);
-    if (!json_is_object(j)) {
-        json_decref(j);
+    if (!j && why == cf_manifest_json_not_object)
         return cf_error_set(err, CF_ERR_INVALID, "%s is not a JSON object", name);
-    }
+    if (!j)
+        return cf_error_set(err, CF_ERR_INVALID, "%s is not valid JSON: %s (at byte %zu)", name,
+                            why, at);
     *out = j;
     return CF_OK;
 }
@@ -929,9 +988,10 @@ static cf_err chain_error(const cf_manifest_trust *t, STACK_OF(X509) * certs, X5
 }
 
 /* Verifies a birth-certificate chain (certs[0] is the device) to the trust's roots at the
- * trust's time. */
+ * trust's time. built (may be NULL): on success, the chain as OpenSSL built it, device first
+ * and root last (sk_X509_pop_free). */
 static cf_err verify_chain(const cf_manifest_trust *t, STACK_OF(X509) * certs, const char *what,
-                           cf_error *err)
+                           STACK_OF(X509) * *built, cf_error *err)
 {
     cf_err rc = CF_ERR_CRYPTO;
     STACK_OF(X509) *untrusted = sk_X509_new_null();
@@ -961,6 +1021,10 @@ static cf_err verify_chain(const cf_manifest_trust *t, STACK_OF(X509) * certs, c
         rc = chain_error(t, certs, ctx, what, err);
         goto out;
     }
+    if (built && !(*built = X509_STORE_CTX_get1_chain(ctx))) {
+        rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     rc = CF_OK;
 out:
     X509_STORE_CTX_free(ctx);
@@ -970,10 +1034,10 @@ out:
 
 /* Checks that the device certificate's subject CN names uid: uid itself, or Microchip's
  * "sn" + uid in upper case. */
-static cf_err check_cn(X509 *cert, const char *uid, const char *what, cf_error *err)
+static cf_err check_cn(const X509_NAME *subject, const char *uid, const char *what, cf_error *err)
 {
     char cn[256], sn[CF_MANIFEST_UID_MAX + 2];
-    if (subject_cn(cert, cn, sizeof cn) != 0)
+    if (name_cn(subject, cn, sizeof cn) != 0)
         return cf_error_set(err, CF_ERR_INVALID, "%s[0] subject CN is malformed", what);
     size_t n = strlen(uid);
     sn[0] = 's';
@@ -1021,6 +1085,470 @@ static cf_err take_cert(X509 *cert, cf_manifest_device *dev, cf_error *err)
 
 #define X5C_MAX 8
 #define KEYS_MAX 16
+
+/* ==== Verified issuer chains =============================================================
+ *
+ * A reel's birth certificates all hang under the same batch CA: x5c is [device, batch CA]
+ * in every entry, and the batch CA's link to the root (its signature, its extensions, the
+ * path) is the same for all of them. So the chain above the device certificate is verified
+ * once, by X509_verify_cert with the first device that uses it, and remembered in a record
+ * keyed by the SHA-256 of the exact DER bytes of x5c[1..] (and kept with the root it
+ * verified to). Every later entry with the same bytes gets the device certificate itself
+ * verified against that record: its signature by x5c[1]'s key and every check that
+ * X509_verify_cert makes of a device certificate whose issuer is already verified (names,
+ * key identifiers, validity, extensions, explicit curves), plus the chain's validity at the
+ * trust's time. This check is narrower than OpenSSL's: it accepts only a plain profile (DER,
+ * v3, ECDSA, a known set of extensions) and anything else, or anything that fails, goes the
+ * full X509_verify_cert way, which also gives the error message. So a record can make an
+ * entry cheaper, never let one through that the full verification would refuse.
+ *
+ * The device certificate is decoded with templates of its own (below) rather than d2i_X509:
+ * OpenSSL 3.0 builds a provider key decoder for every certificate's public key, which costs
+ * more than the signature check. The device's key is compared as bytes with the JWK's point
+ * instead of being decoded. */
+
+/* clang-format off */
+typedef struct {
+    X509_ALGOR *algor;
+    ASN1_BIT_STRING *public_key;
+} cf_mfst_spki;
+
+ASN1_SEQUENCE(cf_mfst_spki) = {
+    ASN1_SIMPLE(cf_mfst_spki, algor, X509_ALGOR),
+    ASN1_SIMPLE(cf_mfst_spki, public_key, ASN1_BIT_STRING),
+} ASN1_SEQUENCE_END(cf_mfst_spki)
+
+/* RFC 5280 TBSCertificate; enc keeps the bytes the signature covers, issuer stays as its
+ * encoding (compared as bytes with the issuer's subject). */
+typedef struct {
+    ASN1_ENCODING enc;
+    ASN1_INTEGER *version;
+    ASN1_INTEGER *serial;
+    X509_ALGOR *sig_alg;
+    ASN1_TYPE *issuer;
+    X509_VAL *validity;
+    X509_NAME *subject;
+    cf_mfst_spki *spki;
+    ASN1_BIT_STRING *issuer_uid;
+    ASN1_BIT_STRING *subject_uid;
+    STACK_OF(X509_EXTENSION) *extensions;
+} cf_mfst_tbs;
+
+ASN1_SEQUENCE_enc(cf_mfst_tbs, enc, 0) = {
+    ASN1_EXP_OPT(cf_mfst_tbs, version, ASN1_INTEGER, 0),
+    ASN1_SIMPLE(cf_mfst_tbs, serial, ASN1_INTEGER),
+    ASN1_SIMPLE(cf_mfst_tbs, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(cf_mfst_tbs, issuer, ASN1_ANY),
+    ASN1_SIMPLE(cf_mfst_tbs, validity, X509_VAL),
+    ASN1_SIMPLE(cf_mfst_tbs, subject, X509_NAME),
+    ASN1_SIMPLE(cf_mfst_tbs, spki, cf_mfst_spki),
+    ASN1_IMP_OPT(cf_mfst_tbs, issuer_uid, ASN1_BIT_STRING, 1),
+    ASN1_IMP_OPT(cf_mfst_tbs, subject_uid, ASN1_BIT_STRING, 2),
+    ASN1_EXP_SEQUENCE_OF_OPT(cf_mfst_tbs, extensions, X509_EXTENSION, 3),
+} ASN1_SEQUENCE_END_enc(cf_mfst_tbs, cf_mfst_tbs)
+
+typedef struct {
+    cf_mfst_tbs *tbs;
+    X509_ALGOR *sig_alg;
+    ASN1_BIT_STRING *signature;
+} cf_mfst_cert;
+
+ASN1_SEQUENCE(cf_mfst_cert) = {
+    ASN1_SIMPLE(cf_mfst_cert, tbs, cf_mfst_tbs),
+    ASN1_SIMPLE(cf_mfst_cert, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(cf_mfst_cert, signature, ASN1_BIT_STRING),
+} ASN1_SEQUENCE_END(cf_mfst_cert)
+    /* clang-format on */
+
+    struct chain_rec {
+    unsigned char key[32];
+    int fast;                /* 0: this chain always takes the full way (see chain_add) */
+    STACK_OF(X509) * above;  /* x5c[1..] then the root, as X509_verify_cert built them */
+    unsigned char *iss_name; /* DER of x5c[1]'s subject (OPENSSL_free) */
+    int iss_name_len;
+    int refs; /* under chain_cache.lock: the cache's own and each user's */
+};
+
+static void chain_rec_free(chain_rec *r)
+{
+    sk_X509_pop_free(r->above, X509_free);
+    OPENSSL_free(r->iss_name);
+    free(r);
+}
+
+static void chain_rec_release(chain_cache *c, chain_rec *r)
+{
+    pthread_mutex_lock(&c->lock);
+    int last = --r->refs == 0;
+    pthread_mutex_unlock(&c->lock);
+    if (last)
+        chain_rec_free(r);
+}
+
+/* The record for key, with a reference for the caller (chain_rec_release), or NULL. */
+static chain_rec *chain_get(chain_cache *c, const unsigned char key[32])
+{
+    chain_rec *r = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < CHAIN_SLOTS && c->rec[i]; i++)
+        if (memcmp(c->rec[i]->key, key, 32) == 0) {
+            r = c->rec[i];
+            r->refs++;
+            break;
+        }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+/* SHA-256 over the count and the length-prefixed DER of x5c[1..] (decoded from base64):
+ * different lists never give the same input. */
+static int x5c_chain_key(const json_t *x5c, unsigned char key[32])
+{
+    int ok = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    uint64_t n = json_array_size(x5c);
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(md, &n, sizeof n) != 1)
+        goto out;
+    for (size_t i = 1; i < json_array_size(x5c); i++) {
+        const json_t *c = json_array_get(x5c, i);
+        unsigned char *der = NULL;
+        size_t len = 0;
+        if (!json_is_string(c) ||
+            cf_b64_decode(json_string_value(c), json_string_length(c), &der, &len, NULL) != CF_OK)
+            goto out;
+        uint64_t l = len;
+        int up = EVP_DigestUpdate(md, &l, sizeof l) == 1 && EVP_DigestUpdate(md, der, len) == 1;
+        free(der);
+        if (!up)
+            goto out;
+    }
+    ok = EVP_DigestFinal_ex(md, key, NULL) == 1;
+out:
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+/* 1 when cert carries an extension that constrains the certificates below it beyond what
+ * chain_leaf_ok checks (names, policies): such chains always take the full way. */
+static int constrains_below(X509 *cert)
+{
+    static const int nids[] = {NID_name_constraints, NID_policy_constraints, NID_policy_mappings,
+                               NID_inhibit_any_policy};
+    for (size_t i = 0; i < sizeof nids / sizeof nids[0]; i++)
+        if (X509_get_ext_by_NID(cert, nids[i], -1) >= 0)
+            return 1;
+    return 0;
+}
+
+/* Whether the chain X509_verify_cert built for certs ([device, x5c[1..]]) can serve later
+ * devices: it must be exactly x5c[1..] followed by a registered root (so that a device under
+ * x5c[1] gets the same path), x5c[1] must have an EC key, no certificate above the device
+ * may constrain names or policies, and no root may share x5c[1]'s subject (OpenSSL looks for
+ * issuers among the roots first). */
+static int chain_fast_ok(const cf_manifest_trust *t, STACK_OF(X509) * certs, STACK_OF(X509) * built)
+{
+    int n = sk_X509_num(certs);
+    if (n < 2 || sk_X509_num(built) != n + 1)
+        return 0;
+    for (int i = 1; i < n; i++)
+        if (X509_cmp(sk_X509_value(certs, i), sk_X509_value(built, i)) != 0)
+            return 0;
+    X509 *top = sk_X509_value(built, n), *issuer = sk_X509_value(built, 1);
+    int is_root = 0;
+    for (int i = 0; i < sk_X509_num(t->roots); i++) {
+        X509 *r = sk_X509_value(t->roots, i);
+        if (X509_cmp(r, top) == 0)
+            is_root = 1;
+        if (X509_NAME_cmp(X509_get_subject_name(r), X509_get_subject_name(issuer)) == 0)
+            return 0;
+    }
+    EVP_PKEY *ik = X509_get0_pubkey(issuer);
+    if (!is_root || !ik || EVP_PKEY_get_base_id(ik) != EVP_PKEY_EC)
+        return 0;
+    for (int i = 1; i <= n; i++)
+        if (constrains_below(sk_X509_value(built, i)))
+            return 0;
+    return 1;
+}
+
+/* Records the chain above certs[0], just verified by X509_verify_cert as built. Failure to
+ * record costs only speed. */
+static void chain_add(const cf_manifest_trust *t, const json_t *x5c, STACK_OF(X509) * certs,
+                      STACK_OF(X509) * built)
+{
+    chain_cache *c = t->chains;
+    unsigned char key[32];
+    if (sk_X509_num(certs) < 2 || !x5c_chain_key(x5c, key))
+        return;
+    chain_rec *r = calloc(1, sizeof *r);
+    if (!r || !(r->above = sk_X509_new_null()))
+        goto fail;
+    memcpy(r->key, key, 32);
+    r->fast = chain_fast_ok(t, certs, built);
+    for (int i = 1; r->fast && i < sk_X509_num(built); i++) {
+        X509 *x = sk_X509_value(built, i);
+        /* X509_check_akid reads the key identifier OpenSSL caches with the extensions:
+         * X509_verify_cert has cached them; make sure before the record is shared. */
+        X509_get_extension_flags(x);
+        if (!X509_up_ref(x))
+            goto fail;
+        if (!sk_X509_push(r->above, x)) {
+            X509_free(x);
+            goto fail;
+        }
+    }
+    if (r->fast) {
+        r->iss_name_len =
+            i2d_X509_NAME(X509_get_subject_name(sk_X509_value(r->above, 0)), &r->iss_name);
+        if (r->iss_name_len <= 0)
+            goto fail;
+    }
+    r->refs = 1; /* the cache's */
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < CHAIN_SLOTS && c->rec[i]; i++)
+        if (memcmp(c->rec[i]->key, key, 32) == 0) { /* another thread was first */
+            pthread_mutex_unlock(&c->lock);
+            chain_rec_free(r);
+            return;
+        }
+    chain_rec *old = c->rec[c->next];
+    c->rec[c->next] = r;
+    c->next = (c->next + 1) % CHAIN_SLOTS;
+    int free_old = old && --old->refs == 0;
+    pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add(&c->built, 1);
+    if (free_old)
+        chain_rec_free(old);
+    return;
+fail:
+    ERR_clear_error();
+    if (r)
+        chain_rec_free(r);
+}
+
+/* 1 when extension list exts of a device certificate is one chain_leaf_ok can vouch for:
+ * only basicConstraints (cA false, no pathLen), keyUsage without keyCertSign, extKeyUsage,
+ * subject and authority key identifiers (the latter by key id alone, matching issuer's) and
+ * subjectAltName; each at most once and decodable; critical only where OpenSSL supports it.
+ * X509_verify_cert accepts such a certificate as a device's: X509_check_ca says 0, nothing
+ * is invalid or unhandled. */
+static int leaf_extensions_ok(const STACK_OF(X509_EXTENSION) * exts, X509 *issuer)
+{
+    static const int allowed[] = {NID_basic_constraints,
+                                  NID_key_usage,
+                                  NID_ext_key_usage,
+                                  NID_subject_key_identifier,
+                                  NID_authority_key_identifier,
+                                  NID_subject_alt_name};
+    const size_t nallowed = sizeof allowed / sizeof allowed[0];
+    void *d[sizeof allowed / sizeof allowed[0]] = {0};
+    int ok = 0;
+    for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *ex = sk_X509_EXTENSION_value(exts, i);
+        int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ex)), known = 0;
+        for (size_t k = 0; k < nallowed; k++)
+            known |= nid == allowed[k];
+        if (!known || (X509_EXTENSION_get_critical(ex) && !X509_supported_extension(ex)))
+            return 0;
+    }
+    for (size_t k = 0; k < nallowed; k++) {
+        int crit = -1;
+        d[k] = X509V3_get_d2i(exts, allowed[k], &crit, NULL);
+        if (!d[k] && crit != -1) /* present but not decodable, or present twice */
+            goto out;
+    }
+    const BASIC_CONSTRAINTS *bc = d[0];
+    const ASN1_BIT_STRING *ku = d[1];
+    const AUTHORITY_KEYID *akid = d[4];
+    if ((bc && (bc->ca || bc->pathlen)) ||
+        (ku && ASN1_STRING_length(ku) > 0 && (ASN1_STRING_get0_data(ku)[0] & KU_KEY_CERT_SIGN)) ||
+        (akid && (akid->issuer || akid->serial || X509_check_akid(issuer, akid) != X509_V_OK)))
+        goto out;
+    ok = 1;
+out:
+    BASIC_CONSTRAINTS_free(d[0]);
+    ASN1_BIT_STRING_free(d[1]);
+    EXTENDED_KEY_USAGE_free(d[2]);
+    ASN1_OCTET_STRING_free(d[3]);
+    AUTHORITY_KEYID_free(d[4]);
+    GENERAL_NAMES_free(d[5]);
+    return ok;
+}
+
+/* 1 when tm is in RFC 5280's fixed form, YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ: the only ones
+ * X509_cmp_time accepts (ASN1_TIME_cmp_time_t takes more). */
+static int time_form_ok(const ASN1_TIME *tm)
+{
+    int n = ASN1_STRING_length(tm), type = ASN1_STRING_type(tm);
+    const unsigned char *d = ASN1_STRING_get0_data(tm);
+    if (!((type == V_ASN1_UTCTIME && n == 13) || (type == V_ASN1_GENERALIZEDTIME && n == 15)) ||
+        d[n - 1] != 'Z')
+        return 0;
+    for (int i = 0; i < n - 1; i++)
+        if (d[i] < '0' || d[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* 1 when now is within the validity nb..na as X509_verify_cert decides it (notBefore <= now
+ * < notAfter, to the second; a malformed time fails), without X509_cmp_time's allocations. */
+static int time_ok(const ASN1_TIME *nb, const ASN1_TIME *na, time_t now)
+{
+    if (!time_form_ok(nb) || !time_form_ok(na))
+        return 0;
+    int b = ASN1_TIME_cmp_time_t(nb, now), a = ASN1_TIME_cmp_time_t(na, now);
+    return (b == -1 || b == 0) && a == 1;
+}
+
+/* The digest of an ECDSA certificate signature algorithm without parameters, or NULL. */
+static const EVP_MD *ecdsa_digest(const X509_ALGOR *alg)
+{
+    const ASN1_OBJECT *oid;
+    int ptype;
+    X509_ALGOR_get0(&oid, &ptype, NULL, alg);
+    if (ptype != V_ASN1_UNDEF)
+        return NULL;
+    switch (OBJ_obj2nid(oid)) {
+    case NID_ecdsa_with_SHA256:
+        return EVP_sha256();
+    case NID_ecdsa_with_SHA384:
+        return EVP_sha384();
+    case NID_ecdsa_with_SHA512:
+        return EVP_sha512();
+    default:
+        return NULL;
+    }
+}
+
+/* 1 when bits is a BIT STRING without unused bits. */
+static int whole_bytes(const ASN1_BIT_STRING *bits)
+{
+    return !(bits->flags & ASN1_STRING_FLAG_BITS_LEFT) || (bits->flags & 0x07) == 0;
+}
+
+/* 1 when the device certificate der (len bytes) verifies under record r at the trust's time
+ * with every check listed above, its key being the JWK's (curve_nid, point) and its subject
+ * naming uid. 0 for anything else: the full verification decides. */
+static int chain_leaf_ok(const cf_manifest_trust *t, const chain_rec *r, const unsigned char *der,
+                         size_t len, int curve_nid, const unsigned char *point, size_t point_len,
+                         const char *uid)
+{
+    int ok = 0;
+    unsigned char *re = NULL, md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_PKEY_CTX *pctx = NULL;
+    const unsigned char *p = der;
+    X509 *issuer = sk_X509_value(r->above, 0);
+    time_t now = t->when ? (time_t)t->when : time(NULL);
+    cf_mfst_cert *c = len <= INT32_MAX ? (cf_mfst_cert *)ASN1_item_d2i(NULL, &p, (long)len,
+                                                                       ASN1_ITEM_rptr(cf_mfst_cert))
+                                       : NULL;
+    if (!c || p != der + len)
+        goto out;
+    /* DER only: the bytes re-encode to themselves, as the full way would store them. */
+    int relen = ASN1_item_i2d((ASN1_VALUE *)c, &re, ASN1_ITEM_rptr(cf_mfst_cert));
+    if (relen < 0 || (size_t)relen != len || memcmp(re, der, len) != 0)
+        goto out;
+    const cf_mfst_tbs *tbs = c->tbs;
+    const cf_mfst_spki *spki = tbs->spki;
+    const EVP_MD *mdalg = ecdsa_digest(c->sig_alg);
+    const ASN1_OBJECT *kalg;
+    const void *kparam;
+    int kptype;
+    X509_ALGOR_get0(&kalg, &kptype, &kparam, spki->algor);
+    unsigned char *subj = NULL;
+    int subj_len = i2d_X509_NAME(tbs->subject, &subj);
+    int self_issued = subj_len == r->iss_name_len && memcmp(subj, r->iss_name, subj_len) == 0;
+    OPENSSL_free(subj);
+    if (!tbs->version || ASN1_INTEGER_get(tbs->version) != 2 || tbs->issuer_uid ||
+        tbs->subject_uid || !mdalg || X509_ALGOR_cmp(tbs->sig_alg, c->sig_alg) != 0 ||
+        tbs->issuer->type != V_ASN1_SEQUENCE ||
+        ASN1_STRING_length(tbs->issuer->value.sequence) != r->iss_name_len ||
+        memcmp(ASN1_STRING_get0_data(tbs->issuer->value.sequence), r->iss_name,
+               (size_t)r->iss_name_len) != 0 ||
+        subj_len <= 0 || self_issued)
+        goto out;
+    /* The device key is the JWK's: the same curve by name, the same uncompressed point. */
+    if (OBJ_obj2nid(kalg) != NID_X9_62_id_ecPublicKey || kptype != V_ASN1_OBJECT ||
+        OBJ_obj2nid(kparam) != curve_nid || !whole_bytes(spki->public_key) ||
+        (size_t)ASN1_STRING_length(spki->public_key) != point_len ||
+        memcmp(ASN1_STRING_get0_data(spki->public_key), point, point_len) != 0)
+        goto out;
+    if (!time_ok(tbs->validity->notBefore, tbs->validity->notAfter, now))
+        goto out;
+    for (int i = 0; i < sk_X509_num(r->above); i++) {
+        X509 *x = sk_X509_value(r->above, i);
+        if (!time_ok(X509_get0_notBefore(x), X509_get0_notAfter(x), now))
+            goto out;
+    }
+    if (!leaf_extensions_ok(tbs->extensions, issuer) ||
+        check_cn(tbs->subject, uid, "x5c", NULL) != CF_OK)
+        goto out;
+    /* The signature by x5c[1] over the TBSCertificate bytes as they came. */
+    if (!whole_bytes(c->signature) || !tbs->enc.enc || tbs->enc.len <= 0 ||
+        EVP_Digest(tbs->enc.enc, (size_t)tbs->enc.len, md, &mdlen, mdalg, NULL) != 1 ||
+        !(pctx = EVP_PKEY_CTX_new(X509_get0_pubkey(issuer), NULL)) ||
+        EVP_PKEY_verify_init(pctx) != 1 ||
+        EVP_PKEY_verify(pctx, ASN1_STRING_get0_data(c->signature),
+                        (size_t)ASN1_STRING_length(c->signature), md, mdlen) != 1)
+        goto out;
+    ok = 1;
+out:
+    EVP_PKEY_CTX_free(pctx);
+    OPENSSL_free(re);
+    ASN1_item_free((ASN1_VALUE *)c, ASN1_ITEM_rptr(cf_mfst_cert));
+    ERR_clear_error();
+    return ok;
+}
+
+/* 1 when point (point_len bytes) lies on the curve curve_nid. */
+static int point_on_curve(const cf_manifest_trust *t, int curve_nid, const unsigned char *point,
+                          size_t point_len)
+{
+    const EC_GROUP *g = curve_nid == NID_secp384r1 ? t->p384 : t->p256;
+    EC_POINT *pt = EC_POINT_new(g);
+    int ok = pt && EC_POINT_oct2point(g, pt, point, point_len, NULL) == 1;
+    EC_POINT_free(pt);
+    ERR_clear_error();
+    return ok;
+}
+
+/* The quick way for one JWK with an x5c of two or more certificates whose chain above the
+ * device has a record: 1 when it has verified everything check_key checks and filled dev as
+ * check_key would; 0 when check_key must decide (dev unchanged). */
+static int check_key_fast(const cf_manifest_trust *t, const json_t *jwk, cf_manifest_device *dev)
+{
+    unsigned char point[CF_JWK_POINT_MAX], key[32], *leaf = NULL;
+    size_t point_len = 0, leaf_len = 0;
+    int nid = NID_undef, ok = 0;
+    chain_rec *r = NULL;
+    const json_t *x5c = json_object_get(jwk, "x5c");
+    const json_t *x0 = json_array_get(x5c, 0);
+    if (!json_is_array(x5c) || json_array_size(x5c) < 2 || json_array_size(x5c) > X5C_MAX ||
+        !json_is_string(x0) || cf_jwk_ec_point(jwk, &nid, point, &point_len, NULL) != CF_OK ||
+        !x5c_chain_key(x5c, key) || !(r = chain_get(t->chains, key)))
+        return 0;
+    if (r->fast && point_on_curve(t, nid, point, point_len) &&
+        cf_b64_decode(json_string_value(x0), json_string_length(x0), &leaf, &leaf_len, NULL) ==
+            CF_OK &&
+        chain_leaf_ok(t, r, leaf, leaf_len, nid, point, point_len, dev->uid)) {
+        if (dev->cert_der) { /* a later key of the entry: only checked */
+            ok = 1;
+        } else if (cf_jose_ec_spki_sha256(nid, point, point_len, dev->spki_sha256, NULL) == CF_OK) {
+            dev->cert_der = leaf;
+            dev->cert_der_len = leaf_len;
+            dev->has_key = 1;
+            leaf = NULL;
+            ok = 1;
+        }
+    }
+    if (ok)
+        atomic_fetch_add(&t->chains->fast, 1);
+    free(leaf);
+    chain_rec_release(t->chains, r);
+    return ok;
+}
 
 /* Decodes x5c[i] (DER of len bytes); intermediates (i > 0) through the trust's cache. */
 static cf_err decode_x5c_cert(const cf_manifest_trust *t, size_t i, const unsigned char *der,
@@ -1090,13 +1618,26 @@ out:
     return CF_OK;
 }
 
-/* Verifies publicKeySet.keys[i] and, the first time, records its key (and certificate). */
+/* The SHA-256 of a JWK's SubjectPublicKeyInfo (the JWK already imported once). */
+static cf_err jwk_spki_sha256(const json_t *jwk, unsigned char out[32], cf_error *err)
+{
+    unsigned char point[CF_JWK_POINT_MAX];
+    size_t point_len = 0;
+    int nid = NID_undef;
+    cf_err rc = cf_jwk_ec_point(jwk, &nid, point, &point_len, err);
+    return rc == CF_OK ? cf_jose_ec_spki_sha256(nid, point, point_len, out, err) : rc;
+}
+
+/* Verifies publicKeySet.keys[i] and, the first time, records its key (and certificate):
+ * through a verified issuer chain when there is one (check_key_fast), else in full. */
 static cf_err check_key(const cf_manifest_trust *t, const json_t *jwk, size_t i,
                         cf_manifest_device *dev, cf_error *err)
 {
     EVP_PKEY *key = NULL;
-    STACK_OF(X509) *certs = NULL;
+    STACK_OF(X509) *certs = NULL, *built = NULL;
     char what[48];
+    if (check_key_fast(t, jwk, dev))
+        return CF_OK;
     cf_err rc = cf_jwk_ec_import(jwk, &key, err);
     if (rc != CF_OK)
         goto out;
@@ -1105,8 +1646,8 @@ static cf_err check_key(const cf_manifest_trust *t, const json_t *jwk, size_t i,
     if (sk_X509_num(certs) > 0) {
         snprintf(what, sizeof what, "x5c");
         X509 *leaf = sk_X509_value(certs, 0);
-        if ((rc = verify_chain(t, certs, what, err)) != CF_OK ||
-            (rc = check_cn(leaf, dev->uid, what, err)) != CF_OK)
+        if ((rc = verify_chain(t, certs, what, &built, err)) != CF_OK ||
+            (rc = check_cn(X509_get_subject_name(leaf), dev->uid, what, err)) != CF_OK)
             goto out;
         EVP_PKEY *cert_key = X509_get0_pubkey(leaf);
         if (!cert_key || EVP_PKEY_eq(cert_key, key) != 1) {
@@ -1116,12 +1657,13 @@ static cf_err check_key(const cf_manifest_trust *t, const json_t *jwk, size_t i,
         }
         if (!dev->cert_der) {
             if ((rc = take_cert(leaf, dev, err)) != CF_OK ||
-                (rc = spki_sha256(key, dev->spki_sha256, err)) != CF_OK)
+                (rc = jwk_spki_sha256(jwk, dev->spki_sha256, err)) != CF_OK)
                 goto out;
             dev->has_key = 1;
         }
+        chain_add(t, json_object_get(jwk, "x5c"), certs, built);
     } else if (!dev->has_key) {
-        if ((rc = spki_sha256(key, dev->spki_sha256, err)) != CF_OK)
+        if ((rc = jwk_spki_sha256(jwk, dev->spki_sha256, err)) != CF_OK)
             goto out;
         dev->has_key = 1;
     }
@@ -1133,6 +1675,7 @@ out:
         else
             cf_error_prefix(err, "publicKeySet.keys[%zu]", i);
     }
+    sk_X509_pop_free(built, X509_free);
     sk_X509_pop_free(certs, X509_free);
     EVP_PKEY_free(key);
     return rc;
@@ -1509,7 +2052,7 @@ cf_err cf_manifest_bundle_next(cf_manifest_bundle *b, cf_manifest_device *dev, s
     memcpy(dev->uid, cn, strlen(cn) + 1); /* uid_ok bounds its length */
     snprintf(dev->signer_x5t, sizeof dev->signer_x5t, "%s", b->signer_x5t);
     EVP_PKEY *key = X509_get0_pubkey(leaf);
-    if ((rc = verify_chain(b->t, chain, "chain", err)) != CF_OK ||
+    if ((rc = verify_chain(b->t, chain, "chain", NULL, err)) != CF_OK ||
         (rc = key ? CF_OK : cf_error_set(err, CF_ERR_INVALID, "no public key")) != CF_OK ||
         (rc = cf_jose_ec_crv(key)
                   ? CF_OK

@@ -95,8 +95,9 @@ cf_err cf_manifest_trust_add_root(cf_manifest_trust *t, X509 *root, cf_error *er
  * Microchip's signers are self-signed end-entity certificates that chain to nothing. The key
  * must be EC (manifests need P-256 for ES256) or RSA of 2048 bits or more (detached bundles
  * only); CF_ERR_POLICY otherwise. When the signer was issued by one of the roots added
- * before it, its signature by that root is also checked at every verification. Registering
- * the same certificate twice is harmless. */
+ * before it, its signature by that root is checked here, once (both are fixed from then
+ * on), and a signer whose signature does not verify is refused at every verification.
+ * Registering the same certificate twice is harmless. */
 cf_err cf_manifest_trust_add_signer(cf_manifest_trust *t, X509 *signer, cf_error *err);
 
 /* Adds every certificate in data (PEM, one or more, or a single DER) as roots (as_signer
@@ -110,6 +111,13 @@ void cf_manifest_trust_set_time(cf_manifest_trust *t, int64_t when);
 
 /* The registered signer whose x5t#S256 is x5t (borrowed), or NULL. */
 X509 *cf_manifest_trust_find_signer(const cf_manifest_trust *t, const char *x5t);
+
+/* A trust remembers the birth-certificate chains above device certificates (x5c[1..] and
+ * the root) that it has verified in full, by the SHA-256 of their exact DER bytes, so that
+ * later entries under the same batch CA have only their device certificate checked (see
+ * cf_manifest_verify_entry). *fast: entries checked that way so far; *chains: chains
+ * recorded. Either may be NULL. For tests and benchmarks. */
+void cf_manifest_trust_chain_stats(const cf_manifest_trust *t, uint64_t *fast, uint64_t *chains);
 
 /* ---- Entry verification ---------------------------------------------------------------- */
 
@@ -152,6 +160,11 @@ void cf_manifest_device_clear(cf_manifest_device *dev);
  *    non-empty x5c: the chain [device, intermediates...] verifies to one of the roots at the
  *    trust's time (an expired birth certificate fails), the device certificate's key equals
  *    the JWK, and its subject CN is the unique id or "sn" + the unique id in upper case.
+ *    The first device under a given chain (x5c[1..], byte for byte) is verified with
+ *    X509_verify_cert; later ones have their own certificate checked against that verified
+ *    chain (its signature, names, key identifiers, validity, extensions) and the chain's
+ *    validity at the trust's time; a device certificate outside the plain profile this
+ *    check knows takes X509_verify_cert again. The outcome is the same either way.
  * On success *dev is filled (the first key with a certificate gives cert_der and
  * spki_sha256; with keys but no certificate, the first key gives spki_sha256), to be
  * cleared with cf_manifest_device_clear. Errors leave *dev cleared and always start with

@@ -1,6 +1,7 @@
 /* Unit tests of src/pki/manifest and src/pki/jose: the streaming reader, entry verification
  * against Microchip's real manifests (tests/data/microchip), tampered and hostile inputs,
- * and detached-signature PEM bundles made with the openssl command line. */
+ * detached-signature PEM bundles made with the openssl command line, the chains a trust
+ * remembers (src/pki/manifest.c) and the manifest JSON parser (src/pki/manifest_json.c). */
 #include "testutil.h"
 
 #include <jansson.h>
@@ -18,6 +19,7 @@
 #include "core/fs.h"
 #include "pki/jose.h"
 #include "pki/manifest.h"
+#include "pki/manifest_json.h"
 
 #define ROOT "Crypto_Authentication_Root_CA_002.crt"
 #define SIGNER2 "MCHP_manifest_signer_2_Aug-15-2019_Aug-15-2020.crt"
@@ -537,6 +539,395 @@ static void test_one_trust_serves_several_threads(void **state)
     cf_manifest_trust_free(t);
 }
 
+/* ---- verified issuer chains: entries made under a PKI made here ---------------------------- */
+
+/* A manufacturer PKI of our own: root, batch CA, and a manifest signer. */
+typedef struct {
+    EVP_PKEY *root_key, *batch_key;
+    X509 *root, *batch;
+    test_signer signer;
+} test_pki;
+
+typedef struct {
+    int ca;                /* basicConstraints cA */
+    const char *not_after; /* default 20400101000000Z */
+    const char *cn;        /* default: the unique id */
+    int critical_unknown;  /* add a critical extension OpenSSL does not handle */
+} leaf_opts;
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
+    X509_EXTENSION *ex = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    assert_non_null(ex);
+    assert_int_equal(X509_add_ext(x, ex, -1), 1);
+    X509_EXTENSION_free(ex);
+}
+
+/* A certificate for key named cn, issued by issuer (NULL: self-signed) with issuer_key. */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, int ca,
+                       const char *not_after)
+{
+    static long serial = 100;
+    X509 *x = X509_new();
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_ASC, (const unsigned char *)"Test Maker", -1, -1,
+                               0);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+    assert_int_equal(ASN1_TIME_set_string(X509_getm_notBefore(x), "20200101000000Z"), 1);
+    assert_int_equal(ASN1_TIME_set_string(X509_getm_notAfter(x), not_after), 1);
+    X509_set_pubkey(x, key);
+    add_ext(x, issuer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+    add_ext(x, issuer, NID_key_usage,
+            ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
+    add_ext(x, issuer, NID_subject_key_identifier, "hash");
+    add_ext(x, issuer, NID_authority_key_identifier, "keyid:always");
+    assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+    return x;
+}
+
+static test_pki make_pki(const char *batch_not_after)
+{
+    test_pki p;
+    p.root_key = EVP_EC_gen("P-256");
+    p.batch_key = EVP_EC_gen("P-256");
+    p.root = make_cert("Test Root", p.root_key, NULL, NULL, 1, "20500101000000Z");
+    p.batch = make_cert("Test Batch CA", p.batch_key, p.root, p.root_key, 1, batch_not_after);
+    p.signer = make_signer("20200101000000Z", "20400101000000Z");
+    return p;
+}
+
+static void free_pki(test_pki *p)
+{
+    EVP_PKEY_free(p->root_key);
+    EVP_PKEY_free(p->batch_key);
+    X509_free(p->root);
+    X509_free(p->batch);
+    free_signer(&p->signer);
+}
+
+static cf_manifest_trust *pki_trust(const test_pki *p)
+{
+    cf_manifest_trust *t = NULL;
+    cf_error err;
+    assert_int_equal(cf_manifest_trust_new(&t, &err), CF_OK);
+    assert_int_equal(cf_manifest_trust_add_root(t, p->root, &err), CF_OK);
+    assert_int_equal(cf_manifest_trust_add_signer(t, p->signer.cert, &err), CF_OK);
+    cf_manifest_trust_set_time(t, 1750000000); /* 2025-06-15 */
+    return t;
+}
+
+static char *b64_of(const unsigned char *der, int n)
+{
+    char *out = malloc(4 * ((size_t)n / 3 + 1) + 1);
+    EVP_EncodeBlock((unsigned char *)out, der, n);
+    return out;
+}
+
+static char *b64_of_cert(X509 *x)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    assert_true(n > 0);
+    char *out = b64_of(der, n);
+    OPENSSL_free(der);
+    return out;
+}
+
+/* A signed entry for device uid whose JWK is jwk_key and whose x5c is [c0 (base64, taken),
+ * batch]. */
+static json_t *pki_entry_b64(const test_pki *p, const char *uid, EVP_PKEY *jwk_key, char *c0,
+                             X509 *batch);
+
+static json_t *pki_entry(const test_pki *p, const char *uid, EVP_PKEY *jwk_key, X509 *leaf,
+                         X509 *batch)
+{
+    return pki_entry_b64(p, uid, jwk_key, b64_of_cert(leaf), batch);
+}
+
+static json_t *pki_entry_b64(const test_pki *p, const char *uid, EVP_PKEY *jwk_key, char *c0,
+                             X509 *batch)
+{
+    unsigned char *pt = NULL;
+    size_t ptlen = EVP_PKEY_get1_encoded_public_key(jwk_key, &pt);
+    assert_int_equal(ptlen, 65);
+    char *x = b64url_of(pt + 1, 32), *y = b64url_of(pt + 33, 32);
+    char *c1 = b64_of_cert(batch);
+    json_t *payload = json_pack("{s:i, s:s, s:s, s:{s:[{s:s, s:s, s:s, s:s, s:s, s:[s, s]}]}}",
+                                "version", 1, "provisioningTimestamp", "2025-06-01T20:14:53.773Z",
+                                "uniqueId", uid, "publicKeySet", "keys", "kid", "0", "kty", "EC",
+                                "crv", "P-256", "x", x, "y", y, "x5c", c0, c1);
+    assert_non_null(payload);
+    json_t *e = sign_entry(&p->signer, payload, uid);
+    json_decref(payload);
+    OPENSSL_free(pt);
+    free(x);
+    free(y);
+    free(c0);
+    free(c1);
+    return e;
+}
+
+/* A device key, its birth certificate under the batch CA (or signer_key's forgery), and the
+ * signed entry. */
+static json_t *pki_device(const test_pki *p, const char *uid, const leaf_opts *o,
+                          EVP_PKEY *signer_key, EVP_PKEY **key_out)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *leaf = X509_new();
+    leaf_opts dflt = {0};
+    o = o ? o : &dflt;
+    X509_free(leaf);
+    leaf = make_cert(o->cn ? o->cn : uid, key, p->batch, signer_key ? signer_key : p->batch_key,
+                     o->ca, o->not_after ? o->not_after : "20400101000000Z");
+    if (o->critical_unknown) {
+        ASN1_OCTET_STRING *v = ASN1_OCTET_STRING_new();
+        ASN1_OCTET_STRING_set(v, (const unsigned char *)"\x05\x00", 2);
+        ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.4.1.55555.1", 1);
+        X509_EXTENSION *ex = X509_EXTENSION_create_by_OBJ(NULL, oid, 1, v);
+        X509_add_ext(leaf, ex, -1);
+        X509_EXTENSION_free(ex);
+        ASN1_OBJECT_free(oid);
+        ASN1_OCTET_STRING_free(v);
+        X509_sign(leaf, signer_key ? signer_key : p->batch_key, EVP_sha256());
+    }
+    json_t *e = pki_entry(p, uid, key, leaf, p->batch);
+    X509_free(leaf);
+    if (key_out)
+        *key_out = key;
+    else
+        EVP_PKEY_free(key);
+    return e;
+}
+
+static uint64_t fast_count(const cf_manifest_trust *t)
+{
+    uint64_t fast = 0;
+    cf_manifest_trust_chain_stats(t, &fast, NULL);
+    return fast;
+}
+
+static void test_verified_chain_serves_later_devices_with_the_same_result(void **state)
+{
+    test_pki p = make_pki("20450101000000Z");
+    cf_manifest_trust *t = pki_trust(&p);
+    EVP_PKEY *key = NULL;
+    json_t *a = pki_device(&p, "0123aa01", NULL, NULL, &key);
+    json_t *b = pki_device(&p, "0123aa02", NULL, NULL, NULL);
+    cf_manifest_device first, again, other;
+    cf_error err;
+    uint64_t chains = 0;
+
+    /* The first device is verified in full and its chain recorded; later ones use it. */
+    if (cf_manifest_verify_entry(t, a, 0, &first, &err) != CF_OK)
+        fail_msg("%s", err.msg);
+    cf_manifest_trust_chain_stats(t, NULL, &chains);
+    assert_int_equal(chains, 1);
+    assert_int_equal(fast_count(t), 0);
+    assert_int_equal(cf_manifest_verify_entry(t, b, 1, &other, &err), CF_OK);
+    assert_int_equal(cf_manifest_verify_entry(t, a, 0, &again, &err), CF_OK);
+    assert_int_equal(fast_count(t), 2);
+
+    /* Both ways give the same device: the same certificate bytes, the same key hash, and
+     * that hash is the SHA-256 of the key's SubjectPublicKeyInfo as i2d_PUBKEY writes it. */
+    assert_int_equal(first.cert_der_len, again.cert_der_len);
+    assert_memory_equal(first.cert_der, again.cert_der, first.cert_der_len);
+    assert_memory_equal(first.spki_sha256, again.spki_sha256, 32);
+    assert_true(first.has_key && again.has_key);
+    assert_string_equal(again.uid, "0123aa01");
+    unsigned char *spki = NULL, md[32];
+    int n = i2d_PUBKEY(key, &spki);
+    assert_true(n > 0);
+    assert_int_equal(EVP_Digest(spki, (size_t)n, md, NULL, EVP_sha256(), NULL), 1);
+    assert_memory_equal(first.spki_sha256, md, 32);
+    assert_memory_not_equal(other.spki_sha256, md, 32);
+
+    OPENSSL_free(spki);
+    cf_manifest_device_clear(&first);
+    cf_manifest_device_clear(&again);
+    cf_manifest_device_clear(&other);
+    EVP_PKEY_free(key);
+    json_decref(a);
+    json_decref(b);
+    cf_manifest_trust_free(t);
+    free_pki(&p);
+}
+
+/* Verifies e expecting code and a message containing want; the chain record must not count
+ * it as checked. */
+static void expect_refused(cf_manifest_trust *t, json_t *e, cf_err code, const char *want)
+{
+    cf_manifest_device dev;
+    cf_error err;
+    uint64_t before = fast_count(t);
+    cf_err rc = cf_manifest_verify_entry(t, e, 5, &dev, &err);
+    if (rc != code || !strstr(err.msg, want))
+        fail_msg("expected %d with \"%s\", got %d: %s", code, want, rc,
+                 rc == CF_OK ? "(accepted)" : err.msg);
+    assert_int_equal(fast_count(t), before);
+    json_decref(e);
+}
+
+static void test_verified_chain_does_not_let_a_bad_device_through(void **state)
+{
+    test_pki p = make_pki("20450101000000Z");
+    cf_manifest_trust *t = pki_trust(&p);
+    cf_manifest_device dev;
+    cf_error err;
+    json_t *good = pki_device(&p, "0123bb01", NULL, NULL, NULL);
+    assert_int_equal(cf_manifest_verify_entry(t, good, 0, &dev, &err), CF_OK);
+    cf_manifest_device_clear(&dev);
+
+    /* A birth certificate naming the batch CA but signed by another key. */
+    EVP_PKEY *forger = EVP_EC_gen("P-256");
+    expect_refused(t, pki_device(&p, "0123bb02", NULL, forger, NULL), CF_ERR_POLICY,
+                   "x5c[0] does not verify to root \"Test Root\": certificate signature failure");
+    EVP_PKEY_free(forger);
+
+    /* A tampered intermediate: one byte of the batch CA's signature changed. */
+    X509 *tampered = X509_dup(p.batch);
+    const ASN1_BIT_STRING *sig = NULL;
+    X509_get0_signature(&sig, NULL, tampered);
+    ((ASN1_BIT_STRING *)sig)->data[10] ^= 0x01;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *leaf = make_cert("0123bb03", key, p.batch, p.batch_key, 0, "20400101000000Z");
+    expect_refused(t, pki_entry(&p, "0123bb03", key, leaf, tampered), CF_ERR_POLICY,
+                   "does not verify to root \"Test Root\": certificate signature failure");
+    X509_free(tampered);
+
+    /* The JWK of another key than the certificate's. */
+    EVP_PKEY *other = EVP_EC_gen("P-256");
+    expect_refused(t, pki_entry(&p, "0123bb03", other, leaf, p.batch), CF_ERR_POLICY,
+                   "JWK does not match x5c[0]'s public key");
+    EVP_PKEY_free(other);
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+
+    /* An expired birth certificate, one naming another device, a CA certificate, and one
+     * with a critical extension nobody understands. */
+    leaf_opts expired = {.not_after = "20250101000000Z"}, wrong_cn = {.cn = "0123bb99"},
+              ca = {.ca = 1}, critical = {.critical_unknown = 1};
+    expect_refused(t, pki_device(&p, "0123bb04", &expired, NULL, NULL), CF_ERR_POLICY,
+                   "certificate has expired");
+    expect_refused(t, pki_device(&p, "0123bb05", &wrong_cn, NULL, NULL), CF_ERR_POLICY,
+                   "subject CN \"0123bb99\" does not name the unique id");
+    expect_refused(t, pki_device(&p, "0123bb06", &ca, NULL, NULL), CF_ERR_POLICY,
+                   "x5c[0] is a CA certificate");
+    expect_refused(t, pki_device(&p, "0123bb07", &critical, NULL, NULL), CF_ERR_POLICY,
+                   "unhandled critical extension");
+
+    /* The good entry still goes through the record. */
+    assert_int_equal(cf_manifest_verify_entry(t, good, 0, &dev, &err), CF_OK);
+    assert_int_equal(fast_count(t), 1);
+    cf_manifest_device_clear(&dev);
+    json_decref(good);
+    cf_manifest_trust_free(t);
+    free_pki(&p);
+}
+
+static void test_verified_chain_with_a_malformed_device_certificate(void **state)
+{
+    /* Hostile x5c[0] bytes under a recorded chain: refused as the full way refuses them. */
+    test_pki p = make_pki("20450101000000Z");
+    cf_manifest_trust *t = pki_trust(&p);
+    cf_manifest_device dev;
+    cf_error err;
+    json_t *good = pki_device(&p, "0123dd01", NULL, NULL, NULL);
+    assert_int_equal(cf_manifest_verify_entry(t, good, 0, &dev, &err), CF_OK);
+    cf_manifest_device_clear(&dev);
+    json_decref(good);
+
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *leaf = make_cert("0123dd02", key, p.batch, p.batch_key, 0, "20400101000000Z");
+    unsigned char *der = NULL, buf[2048];
+    int n = i2d_X509(leaf, &der);
+    assert_true(n > 0 && n < (int)sizeof buf - 1);
+    memcpy(buf, der, (size_t)n);
+    buf[n] = 0x00;
+    expect_refused(t, pki_entry_b64(&p, "0123dd02", key, b64_of(buf, n + 1), p.batch),
+                   CF_ERR_INVALID, "x5c[0]: 1 bytes after the certificate's DER");
+    expect_refused(t, pki_entry_b64(&p, "0123dd02", key, b64_of(buf, n / 2), p.batch),
+                   CF_ERR_INVALID, "x5c[0]: not a DER certificate");
+    expect_refused(t,
+                   pki_entry_b64(&p, "0123dd02", key,
+                                 b64_of((const unsigned char *)"0\x03\x02\x01", 4), p.batch),
+                   CF_ERR_INVALID, "x5c[0]: not a DER certificate");
+    buf[n / 3] ^= 0x40; /* somewhere inside the TBSCertificate */
+    json_t *e = pki_entry_b64(&p, "0123dd02", key, b64_of(buf, n), p.batch);
+    assert_int_not_equal(cf_manifest_verify_entry(t, e, 0, &dev, &err), CF_OK);
+    assert_int_equal(fast_count(t), 0);
+    json_decref(e);
+    OPENSSL_free(der);
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    cf_manifest_trust_free(t);
+    free_pki(&p);
+}
+
+static void test_signer_issued_by_a_root_must_carry_its_signature(void **state)
+{
+    /* A signer issued by the registered root serves; one that claims to be (same issuer
+     * name and key identifier) but was signed by another key is refused for every entry. */
+    test_pki p = make_pki("20450101000000Z");
+    EVP_PKEY *other = EVP_EC_gen("P-256");
+    for (int forged = 0; forged < 2; forged++) {
+        test_signer s = {.key = EVP_EC_gen("P-256")};
+        s.cert = make_cert("Test Signer", s.key, p.root, forged ? other : p.root_key, 0,
+                           "20400101000000Z");
+        cf_manifest_trust *t = NULL;
+        cf_error err;
+        assert_int_equal(cf_manifest_trust_new(&t, &err), CF_OK);
+        assert_int_equal(cf_manifest_trust_add_root(t, p.root, &err), CF_OK);
+        assert_int_equal(cf_manifest_trust_add_signer(t, s.cert, &err), CF_OK);
+        cf_manifest_trust_set_time(t, 1750000000);
+        test_pki q = p;
+        q.signer = s;
+        for (int i = 0; i < 2; i++) {
+            char uid[16];
+            snprintf(uid, sizeof uid, "0123ee0%d", i);
+            json_t *e = pki_device(&q, uid, NULL, NULL, NULL);
+            cf_manifest_device dev;
+            cf_err rc = cf_manifest_verify_entry(t, e, 0, &dev, &err);
+            if (forged) {
+                assert_int_equal(rc, CF_ERR_POLICY);
+                assert_non_null(strstr(err.msg, "does not verify with its issuing root"));
+            } else {
+                assert_int_equal(rc, CF_OK);
+                cf_manifest_device_clear(&dev);
+            }
+            json_decref(e);
+        }
+        cf_manifest_trust_free(t);
+        free_signer(&s);
+    }
+    EVP_PKEY_free(other);
+    free_pki(&p);
+}
+
+static void test_verified_chain_is_rechecked_at_the_trusts_time(void **state)
+{
+    /* The batch CA ends in 2030; its devices' certificates run to 2040. */
+    test_pki p = make_pki("20300101000000Z");
+    cf_manifest_trust *t = pki_trust(&p);
+    cf_manifest_device dev;
+    cf_error err;
+    json_t *a = pki_device(&p, "0123cc01", NULL, NULL, NULL);
+    json_t *b = pki_device(&p, "0123cc02", NULL, NULL, NULL);
+    assert_int_equal(cf_manifest_verify_entry(t, a, 0, &dev, &err), CF_OK);
+    cf_manifest_device_clear(&dev);
+    cf_manifest_trust_set_time(t, 1900000000); /* 2030-03-17: the batch CA has expired */
+    expect_refused(t, b, CF_ERR_POLICY,
+                   "x5c[1] does not verify to root \"Test Root\": certificate has expired");
+    json_decref(a);
+    cf_manifest_trust_free(t);
+    free_pki(&p);
+}
+
 /* ---- tampering --------------------------------------------------------------------------- */
 
 static void test_one_payload_byte_changed_fails_that_entry_only(void **state)
@@ -853,6 +1244,143 @@ static void test_endless_string_fails_after_reading_one_entry_limit(void **state
     unlink(path);
 }
 
+static void test_entry_json_parses_as_jansson_does(void **state)
+{
+    /* Each value inside one entry {"v": VALUE}: the reader's parser must accept what jansson
+     * accepts (with the same result) and refuse what it refuses. */
+    static const char *const good[] = {"\"plain\"",
+                                       "\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t\"",
+                                       "\"\\u00e9\\u4e2d\\ud83d\\ude00\"",
+                                       "\"\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\"",
+                                       "\"\"",
+                                       "\"\\u0041x\"",
+                                       "0",
+                                       "-0",
+                                       "123456789012345678",
+                                       "-9223372036854775808",
+                                       "9223372036854775807",
+                                       "1.5",
+                                       "-2.5e-3",
+                                       "1E10",
+                                       "0.0",
+                                       "1e-400",
+                                       "true",
+                                       "false",
+                                       "null",
+                                       "[]",
+                                       "{}",
+                                       "[1,[2,{\"a\":[]}]]",
+                                       "{\"a\":1,\"b\":{\"a\":2},\"\":3}",
+                                       " [ 1 , \"x\" ,\n\t{ } ] "};
+    static const char *const bad[] = {"\"\\u0000\"",
+                                      "\"\\ud800\"",
+                                      "\"\\udc00\"",
+                                      "\"\\ud800\\u0041\"",
+                                      "\"\\x\"",
+                                      "\"\\u12\"",
+                                      "01",
+                                      "1.",
+                                      ".5",
+                                      "-",
+                                      "1e",
+                                      "+1",
+                                      "9223372036854775808",
+                                      "-9223372036854775809",
+                                      "1e999",
+                                      "tru",
+                                      "nul",
+                                      "[1,]",
+                                      "{\"a\":1,}",
+                                      "{\"a\" 1}",
+                                      "{\"a\":1,\"a\":2}",
+                                      "[1 2]",
+                                      "\"tab\there\"",
+                                      "\"\xff\"",
+                                      "\"\xc0\xaf\"",
+                                      "\"\xed\xa0\x80\"",
+                                      "\"\xf4\x90\x80\x80\"",
+                                      "\"\xe4\xb8\"",
+                                      "NaN",
+                                      "Infinity",
+                                      "'x'",
+                                      "{1:2}",
+                                      "[\"a\" , ]"};
+    for (int pass = 0; pass < 2; pass++) {
+        const char *const *list = pass ? bad : good;
+        size_t n = pass ? sizeof bad / sizeof *bad : sizeof good / sizeof *good;
+        for (size_t i = 0; i < n; i++) {
+            char text[256];
+            snprintf(text, sizeof text, "[{\"v\": %s}]", list[i]);
+            json_t *want = json_loadb(text + 1, strlen(text) - 2, JSON_REJECT_DUPLICATES, NULL);
+            assert_true(pass ? want == NULL : want != NULL);
+            cf_manifest_reader *r = NULL;
+            cf_error err;
+            json_t *got = NULL;
+            size_t index;
+            assert_int_equal(cf_manifest_reader_open_mem(text, strlen(text), &r, &err), CF_OK);
+            cf_err rc = cf_manifest_reader_next(r, &got, &index, &err);
+            if (pass && rc == CF_OK)
+                fail_msg("accepted %s", list[i]);
+            if (!pass && (rc != CF_OK || !json_equal(got, want)))
+                fail_msg("%s: %s", list[i], rc == CF_OK ? "differs from jansson" : err.msg);
+            json_decref(got);
+            json_decref(want);
+            cf_manifest_reader_free(r);
+        }
+    }
+}
+
+static void test_json_parser_bounds_nesting_and_reports_where(void **state)
+{
+    /* Payloads reach the parser without the reader's limits: nesting is bounded here too. */
+    char deep[256];
+    const char *why = NULL;
+    size_t at = 0;
+    for (int levels = CF_MANIFEST_DEPTH_MAX; levels <= CF_MANIFEST_DEPTH_MAX + 1; levels++) {
+        size_t n = 0;
+        n += (size_t)snprintf(deep + n, sizeof deep - n, "{\"a\":");
+        for (int i = 1; i < levels; i++)
+            deep[n++] = '[';
+        deep[n++] = '1';
+        for (int i = 1; i < levels; i++)
+            deep[n++] = ']';
+        deep[n++] = '}';
+        json_t *j = cf_manifest_json_parse(deep, n, &why, &at);
+        if (levels == CF_MANIFEST_DEPTH_MAX) {
+            assert_non_null(j);
+        } else {
+            assert_null(j);
+            assert_string_equal(why, "nested too deep");
+            assert_int_equal(at, 5 + CF_MANIFEST_DEPTH_MAX - 1);
+        }
+        json_decref(j);
+    }
+    assert_null(cf_manifest_json_parse("[1]", 3, &why, &at));
+    assert_ptr_equal(why, cf_manifest_json_not_object);
+    assert_null(cf_manifest_json_parse("{} x", 4, &why, &at));
+    assert_string_equal(why, "end of input expected");
+    assert_int_equal(at, 3);
+    assert_null(cf_manifest_json_parse("{\"a\":\"b", 7, &why, &at));
+    assert_string_equal(why, "truncated string");
+    assert_null(cf_manifest_json_parse("", 0, &why, &at));
+    /* A long string and a long number cost what they are, and no more. */
+    size_t big = 1 << 20;
+    char *text = malloc(big + 16);
+    memcpy(text, "{\"a\":\"", 6);
+    memset(text + 6, 'x', big);
+    memcpy(text + 6 + big, "\"}", 2);
+    json_t *j = cf_manifest_json_parse(text, big + 8, &why, &at);
+    assert_non_null(j);
+    assert_int_equal(json_string_length(json_object_get(j, "a")), big);
+    json_decref(j);
+    memcpy(text, "{\"a\":", 5);
+    memset(text + 5, '9', big);
+    text[5 + big] = '}';
+    assert_null(cf_manifest_json_parse(text, big + 6, &why, &at));
+    assert_string_equal(why, "too big integer");
+    free(text);
+}
+
 static void test_duplicate_keys_fail_that_entry_only(void **state)
 {
     json_t *good = real_entry(TNGTLSU, 0);
@@ -1040,6 +1568,11 @@ int main(void)
         cmocka_unit_test(test_entries_split_across_read_chunks_stream_whole),
         cmocka_unit_test(test_signer_expired_now_is_accepted_at_provisioning_time),
         cmocka_unit_test(test_one_trust_serves_several_threads),
+        cmocka_unit_test(test_verified_chain_serves_later_devices_with_the_same_result),
+        cmocka_unit_test(test_verified_chain_does_not_let_a_bad_device_through),
+        cmocka_unit_test(test_verified_chain_is_rechecked_at_the_trusts_time),
+        cmocka_unit_test(test_verified_chain_with_a_malformed_device_certificate),
+        cmocka_unit_test(test_signer_issued_by_a_root_must_carry_its_signature),
         cmocka_unit_test(test_one_payload_byte_changed_fails_that_entry_only),
         cmocka_unit_test(test_one_signature_byte_changed_fails_that_entry_only),
         cmocka_unit_test(test_unknown_signer_is_named),
@@ -1055,6 +1588,8 @@ int main(void)
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_endless_string_fails_after_reading_one_entry_limit),
         cmocka_unit_test(test_duplicate_keys_fail_that_entry_only),
+        cmocka_unit_test(test_entry_json_parses_as_jansson_does),
+        cmocka_unit_test(test_json_parser_bounds_nesting_and_reports_where),
         cmocka_unit_test(test_malformed_top_level_is_refused),
         cmocka_unit_test(test_detached_bundle_made_with_openssl_verifies),
     };
