@@ -265,7 +265,8 @@ static void index_txt(const char *dir, const char *out)
     if (!fp)
         die(path, NULL);
     if (cf_store_ca_active(cf_fleet_store(f), CF_CA_ISSUING, &ca, &err) != CF_OK ||
-        cf_store_crl_entries_scan(cf_fleet_store(f), ca.id, 0, 0, index_row, fp, &err) != CF_OK)
+        /* since 1, not 0: a whole-CRL read leaves the serials in the entries */
+        cf_store_crl_entries_scan(cf_fleet_store(f), ca.id, 0, 1, index_row, fp, &err) != CF_OK)
         die("index", &err);
     fclose(fp);
     snprintf(path, sizeof path, "%s/crlnumber", out);
@@ -279,6 +280,7 @@ static void index_txt(const char *dir, const char *out)
 
 int main(int argc, char **argv)
 {
+    cf_keep_large_blocks(); /* as certfleet's main does */
     if (argc >= 4 && strcmp(argv[1], "fill") == 0)
         fill(argv[2], atol(argv[3]));
     else if (argc >= 3 && strcmp(argv[1], "revoke") == 0)

@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "core/fs.h"
+#include "core/util.h"
 
 static const cli_cmd *const tables[] = {
     cli_cmds_core,    cli_cmds_ca,     cli_cmds_manufacturer, cli_cmds_manifest,
@@ -352,6 +353,7 @@ static int run(int argc, char **argv);
 
 int main(int argc, char **argv)
 {
+    cf_keep_large_blocks();
     int lead = leading_common_opts(argc, argv);
     if (lead == 0)
         return run(argc, argv);

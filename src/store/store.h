@@ -214,7 +214,8 @@ cf_err cf_store_crl_entry_add(cf_store *st, int64_t ca_id, const char *serial, i
 
 /* Calls cb with each CRL entry of ca_id (of shard shard only, when it is above 0) whose seq
  * is above since_seq, in the order they were added (entry borrowed for the call); a
- * non-zero return stops the scan. */
+ * non-zero return stops the scan. A read of a whole CRL (since_seq 0, no shard) hands cb
+ * "" for the serial, which the entry holds: it is not read twice. */
 typedef int (*cf_crl_entry_cb)(void *arg, const char *serial, int64_t seq,
                                const unsigned char *entry, size_t len);
 cf_err cf_store_crl_entries_scan(cf_store *st, int64_t ca_id, int64_t shard, int64_t since_seq,
