@@ -800,7 +800,8 @@ static int report(load *L, client *cs)
         die("out of memory");
     n = 0;
     for (int i = 0; i < L->clients; i++) {
-        memcpy(all + n, cs[i].lat, cs[i].nlat * sizeof *all);
+        if (cs[i].nlat) /* a client with no latencies may have no array at all */
+            memcpy(all + n, cs[i].lat, cs[i].nlat * sizeof *all);
         n += cs[i].nlat;
         end = cs[i].end > end ? cs[i].end : end;
         for (int k = 0; k < E_COUNT; k++) {

@@ -205,6 +205,27 @@ static cf_err op_changes(const cf_api_ctx *x, json_t *params, json_t **result, c
     return CF_OK;
 }
 
+static cf_err op_shards_get(const cf_api_ctx *x, json_t *params, json_t **result, cf_error *err)
+{
+    int64_t size;
+    (void)params;
+    cf_err rc = cf_fleet_crl_shard_size_get(x->fleet, &size, err);
+    if (rc == CF_OK)
+        *result = json_pack("{s:I}", "size", (json_int_t)size);
+    return rc;
+}
+
+static cf_err op_shards_set(const cf_api_ctx *x, json_t *params, json_t **result, cf_error *err)
+{
+    long long size;
+    cf_err rc = cf_api_param_int(params, "size", 0, 100000000, -1, &size, err);
+    if (rc == CF_OK && size < 0)
+        rc = cf_error_set(err, CF_ERR_INVALID, "parameter size is required");
+    if (rc == CF_OK && (rc = cf_fleet_crl_shard_size_set(x->fleet, x->p, size, err)) == CF_OK)
+        *result = json_pack("{s:I}", "size", (json_int_t)size);
+    return rc;
+}
+
 const cf_api_op cf_api_ops_revoke[] = {
     {"revoke", CF_API_POST, "/api/v1/revocations", CF_ROLE_OPERATOR, 0, op_revoke},
     {"release", CF_API_POST, "/api/v1/certificates/{serial}/release", CF_ROLE_OPERATOR, 0,
@@ -213,5 +234,9 @@ const cf_api_op cf_api_ops_revoke[] = {
     {"device readmit", CF_API_POST, "/api/v1/devices/{id}/readmit", CF_ROLE_ADMIN, 0, op_readmit},
     {"crl", CF_API_GET, "/api/v1/crl", CF_ROLE_AUDITOR, CF_API_VENDOR, op_crl},
     {"changes", CF_API_GET, "/api/v1/changes", CF_ROLE_AUDITOR, CF_API_VENDOR, op_changes},
+    {"crl-shards get", CF_API_GET, "/api/v1/settings/crl-shards", CF_ROLE_AUDITOR, CF_API_VENDOR,
+     op_shards_get},
+    {"crl-shards set", CF_API_PUT, "/api/v1/settings/crl-shards", CF_ROLE_ADMIN, CF_API_VENDOR,
+     op_shards_set},
     {NULL, 0, NULL, 0, 0, NULL},
 };

@@ -125,6 +125,13 @@ static int run_crl(cli *c)
         json_object_set_new(params, "ca", json_string(cli_opt(c, "ca")));
     if (cli_flag(c, "delta"))
         json_object_set_new(params, "delta", json_true());
+    long long shard;
+    if (cli_int(c, "shard", 1, INT64_MAX, 0, &shard) < 0) {
+        json_decref(params);
+        return 2;
+    }
+    if (shard)
+        json_object_set_new(params, "shard", json_integer(shard));
     int rc = cli_call(c, "crl", params, &r);
     if (rc != 0)
         return rc;
@@ -159,6 +166,7 @@ static int run_crl(cli *c)
 static const cli_opt_spec crl_opts[] = {
     {"ca", "NAME", "the issuing CA (default: the active one)"},
     {"delta", NULL, "a delta CRL on the last full one"},
+    {"shard", "N", "CRL shard N (see certfleet crl-shards)"},
     {"out", "FILE", "write the DER CRL here (default: standard output)"},
     {NULL, NULL, NULL},
 };
@@ -197,6 +205,36 @@ static const cli_opt_spec changes_opts[] = {
     {NULL, NULL, NULL},
 };
 
+static int run_shards(cli *c)
+{
+    long long size;
+    json_t *r;
+    if (cli_int(c, "size", 0, 100000000, -1, &size) < 0)
+        return 2;
+    int rc = size >= 0
+                 ? cli_call(c, "crl-shards set", json_pack("{s:I}", "size", (json_int_t)size), &r)
+                 : cli_call(c, "crl-shards get", json_object(), &r);
+    if (rc != 0)
+        return rc;
+    if (c->json) {
+        cli_print_json(r);
+        return 0;
+    }
+    long long n = cli_jint(r, "size");
+    if (n)
+        printf("CRL shards of at most %lld certificates (for certificates issued from now on)\n",
+               n);
+    else
+        printf("no CRL shards: each certificate names its CA's whole CRL\n");
+    json_decref(r);
+    return 0;
+}
+
+static const cli_opt_spec shards_opts[] = {
+    {"size", "N", "certificates per CRL shard for certificates issued from now on; 0: no shards"},
+    {NULL, NULL, NULL},
+};
+
 const cli_cmd cli_cmds_revoke[] = {
     {"revoke", NULL, 0,
      "revoke certificates: one, a device's, a batch's, a group's, an owner's,"
@@ -211,5 +249,7 @@ const cli_cmd cli_cmds_revoke[] = {
      CLI_OP, 0},
     {"changes", NULL, 0, "the change feed: revocations and blocks, in order", changes_opts,
      run_changes, 1, CLI_OP, 0},
+    {"crl-shards", NULL, 0, "show or set the size of CRL shards (partitioned CRLs)", shards_opts,
+     run_shards, 1, CLI_OP, 0},
     {NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0},
 };

@@ -885,7 +885,7 @@ static cf_err signer_issue(cf_fleet *f, EVP_PKEY *key, void *arg, X509 **cert, c
                           (json_int_t)rec.not_after);
     if ((rc = cf_store_begin(st, err)) == CF_OK) {
         if ((rc = cf_store_cert_insert(st, &rec, err)) == CF_OK)
-            rc = cf_audit_append(st, "server", "cert.issue_ocsp", c->rec->name, d, NULL, err);
+            rc = cf_audit_append(st, "certfleet", "cert.issue_ocsp", c->rec->name, d, NULL, err);
         rc = commit_or_rollback(st, rc, err);
     }
     json_decref(d);

@@ -4,6 +4,7 @@
  * role; errors are JSON {"error": {"code", "message"}} with the status of http.c's one map. */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 
 #include "api/api.h"
 #include "core/fs.h"
+#include "core/util.h"
 #include "server/api_http.h"
 
 #define UPLOAD_NAME_MAX 100
@@ -261,6 +263,97 @@ static void note_device(srv_req *r, const cf_api_op *op, json_t *params)
         snprintf(r->device, sizeof r->device, "%s", id);
 }
 
+/* ---- long polls (GET /api/v1/changes?since=N&wait=S) ---- */
+
+#define POLL_EVERY_MS 100
+#define POLL_WAIT_MAX_S 60
+
+/* A request held until the change feed moves past since, or its wait ends. It lives on
+ * the worker's loop; if the client leaves first, evhttp's close callback ends it. */
+typedef struct {
+    srv_req r; /* a copy, with path and raw pointing into this struct */
+    char path[256], raw[256], actor[64];
+    cf_principal p;
+    const cf_api_op *op;
+    json_t *params;
+    int64_t deadline_us;
+    struct event *tick;
+    struct evhttp_connection *evcon;
+} srv_poll;
+
+static void poll_free(srv_poll *q)
+{
+    event_free(q->tick);
+    json_decref(q->params);
+    q->r.w->inflight--;
+    free(q);
+}
+
+static void poll_closed(struct evhttp_connection *evcon, void *arg)
+{
+    srv_poll *q = arg;
+    poll_free(q); /* the request went with the connection: nothing to answer */
+}
+
+/* Runs the operation; answers when there is something or the wait is over. */
+static void poll_tick(evutil_socket_t fd, short what, void *arg)
+{
+    srv_poll *q = arg;
+    json_t *result = NULL;
+    cf_error err = {0};
+    cf_err rc = cf_api_call(q->r.w->fleet, &q->p, q->op, q->params, &result, &err);
+    if (rc == CF_OK && json_array_size(json_object_get(result, "changes")) == 0 &&
+        cf_time_now_us() < q->deadline_us) {
+        json_decref(result);
+        return; /* the timer fires again */
+    }
+    evhttp_connection_set_closecb(q->evcon, NULL, NULL);
+    if (rc != CF_OK)
+        srv_fail_err_json(&q->r, &err);
+    else
+        reply_json(&q->r, result);
+    json_decref(result);
+    srv_finish(&q->r);
+    poll_free(q);
+}
+
+/* Holds r when it asked to wait and there is nothing yet; 0 when it was not held. */
+static int poll_hold(srv_req *r, const cf_principal *p, const cf_api_op *op, json_t *params,
+                     json_t *result)
+{
+    long long wait = 0;
+    cf_error err;
+    if (strcmp(op->name, "changes") != 0 ||
+        json_array_size(json_object_get(result, "changes")) != 0 ||
+        cf_api_param_int(params, "wait", 0, POLL_WAIT_MAX_S, 0, &wait, &err) != CF_OK || !wait)
+        return 0;
+    srv_poll *q = calloc(1, sizeof *q);
+    struct timeval every = {0, POLL_EVERY_MS * 1000};
+    if (!q || !(q->tick = event_new(r->w->base, -1, EV_PERSIST, poll_tick, q)) ||
+        event_add(q->tick, &every) != 0) {
+        if (q && q->tick)
+            event_free(q->tick);
+        free(q);
+        return 0;
+    }
+    q->r = *r;
+    snprintf(q->path, sizeof q->path, "%s", r->path);
+    snprintf(q->raw, sizeof q->raw, "%s", r->raw);
+    snprintf(q->actor, sizeof q->actor, "%s", p->actor);
+    q->r.path = q->path;
+    q->r.raw = q->raw;
+    q->p = *p;
+    q->p.actor = q->actor;
+    q->op = op;
+    q->params = json_incref(params);
+    q->deadline_us = cf_time_now_us() + wait * 1000000LL;
+    q->evcon = evhttp_request_get_connection(r->req);
+    evhttp_connection_set_closecb(q->evcon, poll_closed, q);
+    r->w->inflight++; /* a stopping worker waits for it (at most its grace period) */
+    r->deferred = 1;
+    return 1;
+}
+
 void srv_api_dispatch(srv_req *r, int method)
 {
     cf_principal p;
@@ -301,7 +394,7 @@ void srv_api_dispatch(srv_req *r, int method)
     note_device(r, op, params);
     if (cf_api_call(r->w->fleet, &p, op, params, &result, &err) != CF_OK)
         srv_fail_err_json(r, &err);
-    else
+    else if (!poll_hold(r, &p, op, params, result))
         reply_json(r, result);
 out:
     remove_upload(dir, file);

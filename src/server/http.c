@@ -334,6 +334,9 @@ void srv_http_dispatch(struct evhttp_request *req, void *arg)
     }
     if (!raw || !*raw)
         raw = "/";
+    r.raw = raw;
+    r.method = method;
+    r.route = SRV_MAX_ROUTES;
     r.path = split_est_label(raw, &r, buf, sizeof buf);
     if (!r.path) {
         r.path = raw;
@@ -352,11 +355,18 @@ void srv_http_dispatch(struct evhttp_request *req, void *arg)
     } else {
         srv_routes[route].run(&r);
     }
+    r.route = route;
+    if (!r.deferred)
+        srv_finish(&r);
+}
+
+void srv_finish(srv_req *r)
+{
     /* Counted and logged before the send: evhttp may free req once the reply is out. */
-    int64_t us = cf_time_now_us() - r.start_us;
-    srv_metrics_count(&w->metrics, route, r.status, us, r.cause);
-    log_request(&r, raw, method, us);
-    w->inflight++;
-    evhttp_request_set_on_complete_cb(req, request_done, w);
-    evhttp_send_reply(req, r.status, reason(r.status), NULL);
+    int64_t us = cf_time_now_us() - r->start_us;
+    srv_metrics_count(&r->w->metrics, r->route, r->status, us, r->cause);
+    log_request(r, r->raw, r->method, us);
+    r->w->inflight++;
+    evhttp_request_set_on_complete_cb(r->req, request_done, r->w);
+    evhttp_send_reply(r->req, r->status, reason(r->status), NULL);
 }

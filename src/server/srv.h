@@ -119,7 +119,16 @@ typedef struct {
     srv_cause cause;
     char device[129]; /* the device the request is about, for the log */
     int64_t start_us;
+    const char *raw; /* the path as requested, for the log */
+    int method;      /* enum evhttp_cmd_type */
+    int route;       /* index in srv_routes, SRV_MAX_ROUTES for none (metrics) */
+    int deferred;    /* the handler answers later, with srv_finish (a long poll) */
 } srv_req;
+
+/* Counts, logs and sends r's reply: what the dispatcher does after the handler returns,
+ * unless the handler set deferred (then it calls this itself, once, on a copy of r whose
+ * path and raw outlive the dispatch). */
+void srv_finish(srv_req *r);
 
 typedef void (*srv_handler)(srv_req *r);
 

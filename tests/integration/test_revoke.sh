@@ -207,6 +207,28 @@ assert seqs == sorted(seqs) and d["last"] == seqs[-1], seqs
 PY
 pass "the change feed lists every revocation in order"
 
+# the API's long poll: held until the feed moves past since, answered at once after
+TOK=$(cf owner token - --role auditor | tail -1)
+LAST=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["last"])' "$T/changes.json")
+api_changes() { # SINCE WAIT
+    curl -s --cacert "$T/root.pem" -H "Authorization: Bearer $TOK" \
+        "https://127.0.0.1:$TLS_PORT/api/v1/changes?since=$1&wait=$2"
+}
+start=$(date +%s%N)
+api_changes "$LAST" 1 >"$T/poll0.json"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$ms" -ge 900 ] || fail "a long poll with nothing new answered after $ms ms, not after its wait"
+grep -q '"changes":\[\]' "$T/poll0.json" || fail "long poll: $(cat "$T/poll0.json")"
+(sleep 1; cf revoke --serial "$(serial_of "$T/dev-c.pem")" >/dev/null) &
+REV_PID=$!
+start=$(date +%s%N)
+api_changes "$LAST" 20 >"$T/poll1.json"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+wait "$REV_PID" || fail "the revocation beside the long poll failed"
+[ "$ms" -lt 5000 ] || fail "the long poll was not woken by the revocation ($ms ms)"
+grep -q '"kind":"cert.revoke"' "$T/poll1.json" || fail "long poll: $(cat "$T/poll1.json")"
+pass "GET /api/v1/changes?wait=S holds until a revocation, then answers with it ($ms ms)"
+
 cf revoke --ca issuing-1 >/dev/null || fail "revoke --ca"
 curl -s -o "$T/root2.crl" "$PLAIN/crl/root-1.crl"
 grep -q "$(openssl x509 -in "$T/issuing.pem" -noout -serial | cut -d= -f2)" \
