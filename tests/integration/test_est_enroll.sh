@@ -29,22 +29,9 @@ pass "manifest make --key-files writes each birth chain as certs/UID.pem"
 cf ca export --out "$T/chain.pem"
 split_chain "$T/chain.pem"
 
-TLS_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-while [ "$HTTP_PORT" = "$TLS_PORT" ]; do HTTP_PORT=$(free_port); done
-EST=https://127.0.0.1:$TLS_PORT/.well-known/est
-PLAIN=http://127.0.0.1:$HTTP_PORT
-SRV_PID=
-SRV_LOG=$T/serve.log
-"$CERTFLEET" serve --listen "127.0.0.1:$TLS_PORT" --http "127.0.0.1:$HTTP_PORT" --threads 2 \
-    2>>"$SRV_LOG" &
-SRV_PID=$!
-at_exit '[ -z "$SRV_PID" ] || kill -KILL "$SRV_PID" 2>/dev/null'
-for _ in $(seq 100); do
-    curl -sf -o /dev/null "$PLAIN/healthz" && break
-    kill -0 "$SRV_PID" 2>/dev/null || { cat "$SRV_LOG" >&2; fail "serve exited at start"; }
-    sleep 0.1
-done
+SRV_LOG=$T/serve.log # serve_start logs there
+serve_start --threads 2
+EST=$URL/.well-known/est
 
 # csr NAME SUBJECT [openssl req args...]: $T/NAME.key (a new P-256 key unless -key is given)
 # and $T/NAME.b64, the CSR as base64 DER with line breaks (RFC 8951).

@@ -34,21 +34,9 @@ c = sqlite3.connect(sys.argv[1])
 rows = c.execute(sys.argv[2]).fetchall(); c.commit()
 for row in rows: print("|".join("" if v is None else str(v) for v in row))' "$DB" "$1"; }
 
-TLS_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-while [ "$HTTP_PORT" = "$TLS_PORT" ]; do HTTP_PORT=$(free_port); done
-EST=https://127.0.0.1:$TLS_PORT/.well-known/est
-PLAIN=http://127.0.0.1:$HTTP_PORT
-SRV_LOG=$T/serve.log
-"$CERTFLEET" serve --listen "127.0.0.1:$TLS_PORT" --http "127.0.0.1:$HTTP_PORT" --threads 1 \
-    2>>"$SRV_LOG" &
-SRV_PID=$!
-at_exit '[ -z "$SRV_PID" ] || kill -KILL "$SRV_PID" 2>/dev/null'
-for _ in $(seq 100); do
-    curl -sf -o /dev/null "$PLAIN/healthz" && break
-    kill -0 "$SRV_PID" 2>/dev/null || { cat "$SRV_LOG" >&2; fail "serve exited at start"; }
-    sleep 0.1
-done
+SRV_LOG=$T/serve.log # serve_start logs there
+serve_start --threads 1
+EST=$URL/.well-known/est
 
 # csr NAME SUBJECT [openssl req args...]: $T/NAME.key and $T/NAME.b64 (base64 DER CSR).
 csr() {
