@@ -2,6 +2,7 @@
  * whether its device and its owner's policy let it enroll, and the issuance, approval and
  * supersession that follow. See enroll.h. */
 #include "fleet/enroll.h"
+#include "fleet/revoke.h"
 
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -414,9 +415,17 @@ typedef struct {
 } enroll_ctx;
 
 /* Audits each superseded certificate of list. */
+/* Publishes the supersessions (revoke.h) and audits each. */
 static cf_err audit_superseded(cf_store *st, const cf_superseded *v, size_t n, cf_error *err)
 {
-    cf_err rc = CF_OK;
+    const char **serials = calloc(n ? n : 1, sizeof *serials);
+    if (!serials)
+        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        serials[i] = v[i].serial;
+    cf_err rc = cf_fleet_revocations_publish(st, serials, n, "cert.supersede",
+                                             n == 1 ? v[0].device_id : NULL, err);
+    free(serials);
     for (size_t i = 0; rc == CF_OK && i < n; i++) {
         json_t *det =
             json_pack("{s:s, s:s, s:o, s:i}", "serial", v[i].serial, "by", v[i].by, "device",

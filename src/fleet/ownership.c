@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "fleet/access_int.h"
 #include "fleet/onboard.h"
+#include "fleet/revoke.h"
 #include "pki/jose.h"
 #include "pki/manifest_make.h"
 
@@ -637,6 +638,8 @@ cf_err cf_fleet_device_transfer(cf_fleet *f, const cf_principal *p, const char *
     if ((rc = cf_store_cert_revoke_device(st, device_id, 0, d.owner_id,
                                           CF_REASON_AFFILIATION_CHANGED, cf_time_now_us(), &serials,
                                           &n, err)) != CF_OK ||
+        (rc = cf_fleet_revocations_publish(st, (const char *const *)serials, n, "device.transfer",
+                                           device_id, err)) != CF_OK ||
         (rc = cf_store_device_set_owner(st, device_id, o.id, CF_DEVICE_CLAIMED, err)) != CF_OK)
         goto fail;
     /* Groups are the previous owner's segments of its fleet: they do not go with the sale. */
@@ -710,8 +713,10 @@ cf_err cf_fleet_device_set_state(cf_fleet *f, const cf_principal *p, const char 
         goto fail;
     }
     if (to == CF_DEVICE_DECOMMISSIONED &&
-        (rc = cf_store_cert_revoke_device(st, device_id, 1, 0, CF_REASON_CESSATION_OF_OPERATION,
-                                          cf_time_now_us(), &serials, &n, err)) != CF_OK)
+        ((rc = cf_store_cert_revoke_device(st, device_id, 1, 0, CF_REASON_CESSATION_OF_OPERATION,
+                                           cf_time_now_us(), &serials, &n, err)) != CF_OK ||
+         (rc = cf_fleet_revocations_publish(st, (const char *const *)serials, n,
+                                            "device.decommission", device_id, err)) != CF_OK))
         goto fail;
     if ((rc = cf_store_device_set_state(st, device_id, to, err)) != CF_OK)
         goto fail;

@@ -239,6 +239,41 @@ out:
     return rc;
 }
 
+cf_err cf_fleet_revocations_publish(cf_store *st, const char *const *serials, size_t n,
+                                    const char *kind, const char *device_id, cf_error *err)
+{
+    unsigned char hash[CF_HASH_LEN];
+    int64_t head = 0, ca_id = 0;
+    if (n == 0)
+        return CF_OK;
+    /* The operation's first audit record, appended next, is head + 1; holding the head until
+     * commit keeps that number this transaction's. */
+    cf_err rc = cf_store_audit_lock_head(st, &head, hash, err);
+    for (size_t i = 0; rc == CF_OK && i < n; i++) {
+        cf_revoked_stamp r;
+        unsigned char *der = NULL;
+        size_t len = 0;
+        if ((rc = cf_store_cert_stamp(st, serials[i], head + 1, &r, err)) != CF_OK ||
+            (rc = cf_crl_entry_encode(serials[i], r.revoked_us / 1000000, r.reason, 0, &der, &len,
+                                      err)) != CF_OK)
+            break;
+        rc = cf_store_crl_entry_add(st, r.ca_id, serials[i], r.crl_shard, head + 1, der, len, err);
+        OPENSSL_free(der);
+        ca_id = i == 0 || ca_id == r.ca_id ? r.ca_id : 0;
+    }
+    if (rc != CF_OK)
+        return rc;
+    cf_change_rec ch = {.seq = head + 1,
+                        .time_us = cf_time_now_us(),
+                        .kind = (char *)kind,
+                        .ca_id = ca_id,
+                        .serial = n == 1 ? (char *)serials[0] : NULL,
+                        .device_id = (char *)device_id,
+                        .count = (int64_t)n,
+                        .details = "{}"};
+    return cf_store_change_insert(st, &ch, err);
+}
+
 static cf_err commit_or_rollback(cf_store *st, cf_err rc, cf_error *err)
 {
     if (rc == CF_OK)

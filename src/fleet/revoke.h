@@ -61,6 +61,16 @@ cf_err cf_fleet_block_birth(cf_fleet *f, const cf_principal *p, const char *devi
 cf_err cf_fleet_device_readmit(cf_fleet *f, const cf_principal *p, const char *device_id,
                                cf_error *err);
 
+/* For the lifecycle files that revoke by paths of their own (a transfer, a decommission, a
+ * supersession): inside their transaction, after certificates serials[0..n) were revoked
+ * there and before the operation appends its audit record(s), publishes them as
+ * cf_fleet_revoke publishes its own: stamped with the operation's number, their CRL entries
+ * encoded and kept, and one change of kind (device_id: the device, or NULL) in the feed.
+ * Without it CRLs would never list them and OCSP caches would not see them change. n 0:
+ * nothing to do. */
+cf_err cf_fleet_revocations_publish(cf_store *st, const char *const *serials, size_t n,
+                                    const char *kind, const char *device_id, cf_error *err);
+
 /* ---- CRLs ---- */
 
 #define CF_CRL_DEFAULT_VALIDITY_S (24 * 3600) /* full CRLs: nextUpdate - thisUpdate */

@@ -137,6 +137,33 @@ cf_err cf_store_cert_revoke(cf_store *st, const cf_cert_sel *sel, int reason, in
     return CF_OK;
 }
 
+cf_err cf_store_cert_stamp(cf_store *st, const char *serial, int64_t seq, cf_revoked_stamp *out,
+                           cf_error *err)
+{
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st,
+                              "UPDATE certificates SET status_seq = ? WHERE serial = ?"
+                              " AND status = 'revoked' RETURNING ca_id, crl_shard, revoked_us,"
+                              " reason",
+                              &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_int64(s, 1, seq);
+    st->ops->bind_text(s, 2, serial);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK) {
+        if (rc == CF_ERR_NOT_FOUND)
+            cf_error_set(err, rc, "no revoked certificate %s", serial);
+        return rc;
+    }
+    const struct cf_db_ops *o = st->ops;
+    out->ca_id = o->col_int64(s, 0);
+    out->crl_shard = o->col_null(s, 1) ? 0 : o->col_int64(s, 1);
+    out->revoked_us = o->col_null(s, 2) ? 0 : o->col_int64(s, 2);
+    out->reason = o->col_null(s, 3) ? 0 : (int)o->col_int64(s, 3);
+    o->done(s);
+    return CF_OK;
+}
+
 cf_err cf_store_cert_count_sel(cf_store *st, const cf_cert_sel *sel, int64_t *good,
                                int64_t *revoked, cf_error *err)
 {

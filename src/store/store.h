@@ -183,6 +183,16 @@ cf_err cf_store_cert_revoke(cf_store *st, const cf_cert_sel *sel, int reason, in
                             int64_t invalidity_us, int64_t seq, cf_revoked_cert **out, size_t *n,
                             cf_error *err);
 
+/* Inside a transaction: stamps certificate serial, revoked there by a path of its own
+ * (transfer, decommission, supersession), with status_seq seq, and says of it what its CRL
+ * entry needs. CF_ERR_NOT_FOUND when serial is not a revoked certificate. */
+typedef struct {
+    int64_t ca_id, crl_shard, revoked_us;
+    int reason;
+} cf_revoked_stamp;
+cf_err cf_store_cert_stamp(cf_store *st, const char *serial, int64_t seq, cf_revoked_stamp *out,
+                           cf_error *err);
+
 /* Number of certificates sel matches: *good still good, *revoked already revoked. */
 cf_err cf_store_cert_count_sel(cf_store *st, const cf_cert_sel *sel, int64_t *good,
                                int64_t *revoked, cf_error *err);

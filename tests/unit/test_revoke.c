@@ -524,6 +524,50 @@ static void test_crl_shards(int backend)
     close_fx(x);
 }
 
+/* Revocations made by a transfer or a decommission reach the CRL, the certificates' status
+ * numbers and the change feed like those of certfleet revoke. */
+static void test_transfer_and_decommission_are_published(int backend)
+{
+    fx *x = open_fx(backend);
+    char s1[41], s2[41];
+    cf_error err;
+    int64_t a, b, revoked = 0;
+    int changed = 0;
+    cf_store *st = cf_fleet_store(x->f);
+    assert_int_equal(cf_fleet_owner_add(x->f, &vendor, "alpha", &a, &err), CF_OK);
+    assert_int_equal(cf_fleet_owner_add(x->f, &vendor, "beta", &b, &err), CF_OK);
+    assert_int_equal(cf_store_device_ensure(st, "dev-1", CF_DEVICE_CLAIMED, &changed, &err), CF_OK);
+    assert_int_equal(cf_store_device_set_owner(st, "dev-1", a, CF_DEVICE_CLAIMED, &err), CF_OK);
+    issue(x, "dev-1", s1);
+    issue(x, "dev-2", s2);
+    assert_int_equal(cf_fleet_device_transfer(x->f, &vendor, "dev-1", "beta", &revoked, &err),
+                     CF_OK);
+    assert_int_equal(revoked, 1);
+    assert_true(state_of(x, s1).status_seq > 0);
+    assert_int_equal(cf_fleet_device_set_state(x->f, &vendor, "dev-2", CF_DEVICE_DECOMMISSIONED,
+                                               &changed, &revoked, &err),
+                     CF_OK);
+    assert_int_equal(revoked, 1);
+    cf_crl_info info;
+    X509_CRL *crl = crl_of(x, 0, &info);
+    assert_int_equal(crl_reason(crl, s1), CF_CRL_AFFILIATION_CHANGED);
+    assert_int_equal(crl_reason(crl, s2), CF_CRL_CESSATION_OF_OPERATION);
+    X509_CRL_free(crl);
+    cf_change_rec *ch;
+    size_t n;
+    assert_int_equal(cf_store_changes_list(st, 0, 0, &ch, &n, &err), CF_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(ch[0].kind, "device.transfer");
+    assert_string_equal(ch[0].serial, s1);
+    assert_string_equal(ch[1].kind, "device.decommission");
+    for (size_t i = 0; i < n; i++)
+        cf_change_rec_clear(&ch[i]);
+    free(ch);
+    cf_audit_verify_result vr;
+    assert_int_equal(cf_audit_verify(st, &vr, &err), CF_OK);
+    close_fx(x);
+}
+
 /* The delegated responder is made once, kept 0600, and answers for the issuing CA. */
 static void test_ocsp_responder_made_once(int backend)
 {
@@ -603,6 +647,7 @@ BOTH(test_crl_numbers_increase_across_store_handles)
 BOTH(test_revoke_ca_stops_issuing)
 BOTH(test_scoped_callers)
 BOTH(test_change_feed)
+BOTH(test_transfer_and_decommission_are_published)
 BOTH(test_crl_shards)
 BOTH(test_builder_is_incremental)
 BOTH(test_ocsp_responder_made_once)
@@ -620,6 +665,7 @@ int main(void)
         T(test_revoke_ca_stops_issuing),
         T(test_scoped_callers),
         T(test_change_feed),
+        T(test_transfer_and_decommission_are_published),
         T(test_crl_shards),
         T(test_builder_is_incremental),
         T(test_ocsp_responder_made_once),
