@@ -40,27 +40,15 @@ static int body_der(srv_req *r, unsigned char **out, size_t *len)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
     size_t n = evbuffer_get_length(in);
-    unsigned char *b64 = n ? evbuffer_pullup(in, (ev_ssize_t)n) : NULL;
-    unsigned char *der = malloc(n / 4 * 3 + 4);
-    EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
-    int a = 0, b = 0, ok = 0;
-    if (b64 && der && ctx) {
-        /* OpenSSL's decoder skips white space, and fails on anything not base64. */
-        EVP_DecodeInit(ctx);
-        ok = EVP_DecodeUpdate(ctx, der, &a, b64, (int)n) >= 0 &&
-             EVP_DecodeFinal(ctx, der + a, &b) == 1 && a + b > 0;
-    }
-    EVP_ENCODE_CTX_free(ctx);
-    if (!ok) {
-        free(der);
+    long got = n ? srv_base64_decode(evbuffer_pullup(in, (ev_ssize_t)n), n, out) : -1;
+    if (got < 0) {
         srv_fail(r, 400, SRV_CAUSE_BAD_REQUEST,
                  "%s: the body must be a CSR as base64 of its DER (RFC 7030 4.2.1, RFC 8951):"
                  " base64 expected",
                  r->path);
         return -1;
     }
-    *out = der;
-    *len = (size_t)(a + b);
+    *len = (size_t)got;
     return 0;
 }
 

@@ -316,30 +316,13 @@ void srv_ocsp_post(srv_req *r, srv_ocsp *o)
  * base64 may hold '/' and arrives percent-encoded or not. */
 void srv_ocsp_get(srv_req *r, srv_ocsp *o)
 {
-    const char *enc = r->path + strlen("/ocsp/");
     size_t dlen = 0;
-    char *b64 = evhttp_uridecode(enc, 0, &dlen);
+    char *b64 = evhttp_uridecode(r->path + strlen("/ocsp/"), 0, &dlen);
     unsigned char *der = NULL;
-    int n = 0, tail = 0;
-    if (b64 && dlen > 0 && dlen <= 4 * (CF_OCSP_MAX_REQUEST / 3 + 1) &&
-        (der = malloc(dlen / 4 * 3 + 3))) {
-        EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
-        if (ctx) {
-            EVP_DecodeInit(ctx);
-            if (EVP_DecodeUpdate(ctx, der, &n, (const unsigned char *)b64, (int)dlen) < 0 ||
-                EVP_DecodeFinal(ctx, der + n, &tail) != 1)
-                n = -1;
-            else
-                n += tail;
-            EVP_ENCODE_CTX_free(ctx);
-        } else {
-            n = -1;
-        }
-    } else {
-        n = -1;
-    }
+    long n =
+        b64 && dlen <= 4 * (CF_OCSP_MAX_REQUEST / 3 + 1) ? srv_base64_decode(b64, dlen, &der) : -1;
     free(b64);
-    if (n <= 0)
+    if (n < 0)
         ocsp_refuse(r, 200, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, SRV_CAUSE_BAD_REQUEST,
                     "GET: not base64 of a request", NULL);
     else

@@ -179,6 +179,11 @@ cf_err srv_est_cacerts(cf_fleet *f, char **out, size_t *len, cf_error *err);
  * *out: free(). */
 cf_err srv_est_csrattrs(unsigned char **out, size_t *len, cf_error *err);
 
+/* base64 as clients send it (EST bodies, OCSP GET paths): white space and line breaks
+ * skipped, anything else not base64 refused (RFC 8951). Returns the decoded length (at
+ * least 1) with *out (free()), or -1 for no base64 or nothing decoded. */
+long srv_base64_decode(const void *b64, size_t n, unsigned char **out);
+
 /* ---- EST enrollment and the device's own view (est_enroll.c) ---- */
 
 /* RFC 7030 4.2.1, 4.2.2, 4.4 and GET /api/v1/device/self: route handlers. */
