@@ -73,10 +73,10 @@ static void spares(cf_fleet *f)
         unsigned char *der = NULL;
         int len = i2d_X509_REQ(req, &der);
         cf_issue_req r = {.csr = der, .csr_len = (size_t)len, .device_id = id, .actor = "bench"};
-        X509 *cert;
+        cf_signed_cert cert;
         if (cf_fleet_issue(f, &r, &cert, &err) != CF_OK)
             die(id, &err);
-        X509_free(cert);
+        cf_signed_cert_clear(&cert);
         OPENSSL_free(der);
         X509_REQ_free(req);
         EVP_PKEY_free(key);

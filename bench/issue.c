@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "core/fs.h"
+#include "core/util.h"
 #include "fleet/fleet.h"
 #include "pki/csr.h"
 
@@ -189,6 +190,7 @@ static int run_bench(const char *store, const char *data_dir, const char *csrs, 
         fprintf(stderr, "bench_issue: %s holds no CSRs\n", csrs);
         return 1;
     }
+    cf_keep_large_blocks(); /* as certfleet's main does */
     if (cf_fleet_open(data_dir, strcmp(store, "-") == 0 ? NULL : store, &f, &err) != CF_OK)
         die("open", &err);
     init_if_new(f);
@@ -199,14 +201,14 @@ static int run_bench(const char *store, const char *data_dir, const char *csrs, 
     /* One untimed issuance loads the issuing CA, as a running server would have. */
     char device[64];
     cf_issue_req req = {.actor = "bench"};
-    X509 *x = NULL;
+    cf_signed_cert x;
     snprintf(device, sizeof device, "bench-warm-%lld", (long long)before.certs_total);
     req.device_id = device;
     req.csr = cs.data + cs.items[0].off;
     req.csr_len = cs.items[0].len;
     if (cf_fleet_issue(f, &req, &x, &err) != CF_OK)
         die("issue (warm-up)", &err);
-    X509_free(x);
+    cf_signed_cert_clear(&x);
 
     /* batch 1: one transaction per certificate (cf_fleet_issue); batch > 1: group commit
      * (cf_fleet_issue_batch), as a server does for enrollments that arrive together. Either
@@ -230,7 +232,7 @@ static int run_bench(const char *store, const char *data_dir, const char *csrs, 
         if (batch == 1) {
             if (cf_fleet_issue(f, &reqs[0], &x, &err) != CF_OK)
                 die("issue", &err);
-            X509_free(x);
+            cf_signed_cert_clear(&x);
             continue;
         }
         if (cf_fleet_issue_batch(f, reqs, (size_t)n, res, &err) != CF_OK)
@@ -238,7 +240,7 @@ static int run_bench(const char *store, const char *data_dir, const char *csrs, 
         for (long j = 0; j < n; j++) {
             if (res[j].rc != CF_OK)
                 die("issue (in a batch)", &res[j].err);
-            X509_free(res[j].cert);
+            cf_signed_cert_clear(&res[j].cert);
         }
     }
     double secs = now_s() - t0, cpu = cpu_s() - c0;

@@ -213,7 +213,8 @@ static cf_err op_issue(const cf_api_ctx *x, json_t *params, json_t **result, cf_
 {
     const char *id;
     long long days;
-    X509 *cert = NULL, *issuing, *root;
+    X509 *issuing, *root;
+    cf_signed_cert cert = {0};
     char *pem = NULL, *chain = NULL;
     unsigned char *csr = NULL;
     size_t pem_len = 0, chain_len = 0, csr_len = 0;
@@ -225,18 +226,17 @@ static cf_err op_issue(const cf_api_ctx *x, json_t *params, json_t **result, cf_
         goto out;
     cf_issue_req req = {csr, csr_len, id, (int)days, x->p->actor};
     if ((rc = cf_fleet_issue(x->fleet, &req, &cert, err)) != CF_OK ||
-        (rc = cf_x509_append_pem(cert, &pem, &pem_len, err)) != CF_OK ||
+        (rc = cf_x509_der_append_pem(cert.der, cert.der_len, &pem, &pem_len, err)) != CF_OK ||
         (rc = cf_fleet_chain(x->fleet, &issuing, &root, err)) != CF_OK ||
         (rc = cf_x509_append_pem(issuing, &chain, &chain_len, err)) != CF_OK)
         goto out;
-    char serial[CF_SERIAL_HEX_MAX], nb[CF_TIME_STR_MAX], na[CF_TIME_STR_MAX];
-    cf_x509_serial_hex(cert, serial);
-    *result = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "serial", serial, "device", id,
-                        "not_before", cf_time_format(cf_x509_not_before(cert) * 1000000, nb),
-                        "not_after", cf_time_format(cf_x509_not_after(cert) * 1000000, na), "pem",
-                        pem, "issuing_pem", chain);
+    char nb[CF_TIME_STR_MAX], na[CF_TIME_STR_MAX];
+    *result =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "serial", cert.serial, "device", id,
+                  "not_before", cf_time_format(cert.not_before * 1000000, nb), "not_after",
+                  cf_time_format(cert.not_after * 1000000, na), "pem", pem, "issuing_pem", chain);
 out:
-    X509_free(cert);
+    cf_signed_cert_clear(&cert);
     free(csr);
     free(pem);
     free(chain);

@@ -20,9 +20,8 @@
 
 void cf_enroll_result_clear(cf_enroll_result *res)
 {
-    X509_free(res->cert);
+    cf_signed_cert_clear(&res->cert);
     EVP_PKEY_free(res->key); /* OpenSSL clears private key material as it frees it */
-    res->cert = NULL;
     res->key = NULL;
 }
 
@@ -483,9 +482,9 @@ static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, const cf_pending_c
     }
     if ((rc = cf_fleet_issue_record(f, p, err)) != CF_OK)
         goto out;
-    det = json_pack("{s:s, s:s}", "serial", p->serial, "how", how_names[c->how]);
+    det = json_pack("{s:s, s:s}", "serial", p->cert.serial, "how", how_names[c->how]);
     if (c->how == HOW_REENROLL)
-        rc = supersede(st, c, p->serial, det, err);
+        rc = supersede(st, c, p->cert.serial, det, err);
     else
         rc = cf_store_enroll_done(st, d.id, err);
     if (rc == CF_OK)
@@ -517,8 +516,8 @@ static cf_err enroll_issue(cf_fleet *f, const enroll_ctx *c, const cf_issue_req 
         cf_fleet_pending_clear(&p);
     }
     if (rc == CF_OK) {
-        res->cert = p.x;
-        p.x = NULL;
+        res->cert = p.cert;
+        memset(&p.cert, 0, sizeof p.cert);
     }
     cf_fleet_pending_clear(&p);
     return rc;

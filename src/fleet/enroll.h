@@ -40,8 +40,8 @@ typedef struct {
     int unauthenticated;           /* on failure: no device is authenticated (401) */
     int pending;                   /* CF_OK: held for approval */
     int retry_after_s;
-    X509 *cert;    /* CF_OK, not pending: the new certificate (X509_free) */
-    EVP_PKEY *key; /* serverkeygen: its private key (EVP_PKEY_free); never stored or logged */
+    cf_signed_cert cert; /* CF_OK, not pending: the new certificate */
+    EVP_PKEY *key;       /* serverkeygen: its private key (EVP_PKEY_free); never stored or logged */
 } cf_enroll_result;
 
 /* Releases what res holds (the key is cleansed). */

@@ -348,10 +348,7 @@ static cf_err next_shard(cf_fleet *f, int64_t *shard, cf_error *err)
 
 void cf_fleet_pending_clear(cf_pending_cert *p)
 {
-    X509_free(p->x);
-    OPENSSL_free(p->der);
-    p->x = NULL;
-    p->der = NULL;
+    cf_signed_cert_clear(&p->cert);
 }
 
 cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p,
@@ -409,49 +406,30 @@ cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_c
         .days = days,
         .crl_shard = p->crl_shard,
     };
-    rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &p->x, &p->der, &p->der_len,
-                                    p->serial, err);
+    rc = cf_issuer_sign_device_spki(f->issuer, spki, &profile, &p->cert, err);
 out:
     EVP_PKEY_free(pub);
     X509_PUBKEY_free(spki);
     return rc;
 }
 
-/* The store's record of x, issued by the loaded issuer (rec's strings and DER are new:
- * cert_rec_free). */
-static cf_err cert_rec_fill(cf_fleet *f, X509 *x, const unsigned char *der, size_t der_len,
-                            const char *serial, const char *device_id, int64_t owner_id,
-                            cf_cert_rec *rec, cf_error *err)
+/* The store's record of c, issued by the loaded issuer (rec borrows c's strings and DER). */
+static void cert_rec_fill(cf_fleet *f, const cf_signed_cert *c, const char *device_id,
+                          int64_t owner_id, cf_cert_rec *rec)
 {
     memset(rec, 0, sizeof *rec);
-    cf_err rc = CF_OK;
-    if (der) {
-        rec->der = OPENSSL_memdup(der, der_len);
-        rec->der_len = der_len;
-        if (!rec->der)
-            rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-    } else {
-        rc = cf_x509_to_der(x, &rec->der, &rec->der_len, err);
-    }
-    if (rc != CF_OK)
-        return rc;
-    snprintf(rec->serial, sizeof rec->serial, "%s", serial);
+    rec->der = c->der;
+    rec->der_len = c->der_len;
+    snprintf(rec->serial, sizeof rec->serial, "%s", c->serial);
     rec->ca_id = f->issuer_ca_id;
     rec->device_id = (char *)device_id;
     rec->owner_id = owner_id;
-    rec->subject = cf_x509_subject_line(x);
-    rec->not_before = cf_x509_not_before(x);
-    rec->not_after = cf_x509_not_after(x);
+    rec->subject = c->subject;
+    rec->not_before = c->not_before;
+    rec->not_after = c->not_after;
     rec->issued_us = cf_time_now_us();
     rec->status = CF_CERT_GOOD;
     rec->reason = -1;
-    return CF_OK;
-}
-
-static void cert_rec_free(cf_cert_rec *rec)
-{
-    free(rec->subject);
-    OPENSSL_free(rec->der);
 }
 
 /* Inside the caller's transaction: the device (created or made active), the certificate
@@ -465,10 +443,8 @@ cf_err cf_fleet_issue_record(cf_fleet *f, const cf_pending_cert *p, cf_error *er
     int64_t owner_id = 0;
     char owner[256];
     int created = 0;
-    cf_err rc = cert_rec_fill(f, p->x, p->der, p->der_len, p->serial, req->device_id, p->owner_id,
-                              &rec, err);
-    if (rc != CF_OK)
-        return rc;
+    cf_err rc = CF_OK;
+    cert_rec_fill(f, &p->cert, req->device_id, p->owner_id, &rec);
     rec.crl_shard = p->crl_shard;
 
     if (!p->device_exists)
@@ -489,12 +465,12 @@ cf_err cf_fleet_issue_record(cf_fleet *f, const cf_pending_cert *p, cf_error *er
     if (rc == CF_OK)
         rc = cf_store_cert_insert(f->st, &rec, err);
     if (rc == CF_OK) {
-        details = json_pack("{s:s, s:s, s:I, s:s}", "serial", p->serial, "device", req->device_id,
-                            "not_after", (json_int_t)rec.not_after, "key", p->keydesc);
+        details =
+            json_pack("{s:s, s:s, s:I, s:s}", "serial", p->cert.serial, "device", req->device_id,
+                      "not_after", (json_int_t)rec.not_after, "key", p->keydesc);
         rc = cf_audit_append(f->st, req->actor, "cert.issue", req->device_id, details, NULL, err);
     }
     json_decref(details);
-    cert_rec_free(&rec);
     return rc;
 }
 
@@ -510,7 +486,7 @@ static cf_err issue_one_txn(cf_fleet *f, const cf_pending_cert *p, cf_error *err
     return rc;
 }
 
-cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err)
+cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, cf_signed_cert *out, cf_error *err)
 {
     cf_pending_cert p;
     cf_err rc = cf_fleet_issue_prepare(f, req, &p, err);
@@ -524,8 +500,8 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error
         rc = cf_fleet_issue_prepare(f, req, &p, err);
     }
     if (rc == CF_OK) {
-        *out = p.x;
-        p.x = NULL;
+        *out = p.cert;
+        memset(&p.cert, 0, sizeof p.cert);
     }
     cf_fleet_pending_clear(&p);
     return rc;
@@ -539,7 +515,7 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
     size_t good = 0;
     for (size_t i = 0; i < n; i++) {
-        results[i].cert = NULL;
+        memset(&results[i].cert, 0, sizeof results[i].cert);
         results[i].rc = cf_fleet_issue_prepare(f, &reqs[i], &ps[i], &results[i].err);
         good += results[i].rc == CF_OK;
     }
@@ -560,8 +536,8 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
         if (rc != CF_OK)
             results[i].rc = issue_one_txn(f, &ps[i], &results[i].err);
         if (results[i].rc == CF_OK) {
-            results[i].cert = ps[i].x;
-            ps[i].x = NULL;
+            results[i].cert = ps[i].cert;
+            memset(&ps[i].cert, 0, sizeof ps[i].cert);
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -575,15 +551,21 @@ cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const 
 {
     char serial[CF_SERIAL_HEX_MAX];
     X509 *x = NULL;
-    cf_cert_rec rec = {0};
+    cf_signed_cert sc = {0};
+    cf_cert_rec rec;
     json_t *details = NULL, *jnames = json_array();
     cf_err rc = load_issuer(f, err);
     if (rc == CF_OK)
         rc = cf_issuer_sign_server(f->issuer, pub, f->org, names, nnames, days, &x, serial, err);
     if (rc == CF_OK)
-        rc = cert_rec_fill(f, x, NULL, 0, serial, NULL, 0, &rec, err);
+        rc = cf_x509_to_der(x, &sc.der, &sc.der_len, err);
     if (rc != CF_OK)
         goto out;
+    snprintf(sc.serial, sizeof sc.serial, "%s", serial);
+    sc.subject = cf_x509_subject_line(x);
+    sc.not_before = cf_x509_not_before(x);
+    sc.not_after = cf_x509_not_after(x);
+    cert_rec_fill(f, &sc, NULL, 0, &rec);
     for (int i = 0; i < nnames; i++)
         json_array_append_new(jnames, json_string(names[i]));
     details = json_pack("{s:s, s:O, s:I}", "serial", serial, "names", jnames, "not_after",
@@ -604,7 +586,7 @@ cf_err cf_fleet_issue_server_cert(cf_fleet *f, EVP_PKEY *pub, const char *const 
 out:
     json_decref(details);
     json_decref(jnames);
-    cert_rec_free(&rec);
+    cf_signed_cert_clear(&sc);
     X509_free(x);
     return rc;
 }

@@ -52,12 +52,12 @@ typedef struct {
 /* Verifies the CSR (proof of possession, key policy), signs a device certificate under
  * the device profile (O = the device's owner, else the organisation), and stores it with
  * its audit record in one transaction. A device that does not exist yet is created active;
- * a decommissioned or blocked one is refused. *out: X509_free; its public key is held as
- * bytes only (X509_get0_pubkey returns NULL: re-read the DER where a key is needed). */
-cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, X509 **out, cf_error *err);
+ * a decommissioned or blocked one is refused. *out: the certificate's DER, serial and
+ * validity (cf_signed_cert_clear). */
+cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, cf_signed_cert *out, cf_error *err);
 
 typedef struct {
-    X509 *cert; /* on success: X509_free */
+    cf_signed_cert cert; /* on success: cf_signed_cert_clear */
     cf_err rc;
     cf_error err; /* when rc != CF_OK */
 } cf_issue_result;

@@ -12,10 +12,7 @@
 /* One request on its way through issuance. */
 typedef struct {
     const cf_issue_req *req; /* borrowed: must outlive the pending certificate */
-    X509 *x;
-    unsigned char *der; /* x's DER (OPENSSL_free) */
-    size_t der_len;
-    char serial[CF_SERIAL_HEX_MAX];
+    cf_signed_cert cert;
     char keydesc[64];
     int64_t owner_id; /* the device's owner when signed (0: vendor) */
     int device_exists;

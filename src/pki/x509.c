@@ -1,10 +1,12 @@
 #include "pki/x509.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <time.h>
 
 #include "core/util.h"
+#include "pki/der.h"
 #include "pki/key.h"
 
 /* Certificates start five minutes in the past, so a device whose clock runs a little
@@ -25,36 +28,45 @@ struct cf_issuer {
     X509_EXTENSION *aki, *crldp, *aia; /* shared by every certificate issued */
     X509_EXTENSION *freshest;          /* device certificates: where the delta CRL is */
     char *crl_base;                    /* BASE/crl/CA_NAME: a shard's CRL is CRL_BASE-sN.crl */
-    int64_t shard_no;                  /* the shard whose distribution point shard_dp is */
-    X509_EXTENSION *shard_dp;
     int64_t not_after;
     /* Initialised once and copied for each signature: OpenSSL 3.0 fetches the digest and
      * signature implementations on every init, which costs more than copying. NULL when
-     * the key's implementation cannot copy contexts (then X509_sign is used). */
+     * the key's implementation cannot copy contexts (an engine's key: each signature then
+     * initialises its own context). */
     EVP_MD_CTX *sign_ctx;
-    /* The signature AlgorithmIdentifier this issuer's signatures carry, as the first
-     * certificate signed the standard way set it; with sign_ctx it lets the device path
-     * sign and encode the TBSCertificate once (sign_encode). NULL until then. */
-    X509_ALGOR *alg;
-    unsigned char *alg_der;
-    int alg_der_len;
+    /* A device certificate is framed from the DER of its parts (device_der); these parts
+     * are the same in every one, encoded once by OpenSSL's encoders. */
+    unsigned char *alg_der;   /* the signature AlgorithmIdentifier */
+    unsigned char *name_der;  /* the issuer Name */
+    unsigned char *head_der;  /* basicConstraints, keyUsage, extendedKeyUsage */
+    unsigned char *tail_der;  /* AKI, CRL distribution point, Freshest CRL, AIA */
+    unsigned char *shard_der; /* AKI, shard shard_no's distribution point, AIA */
+    int alg_der_len, name_der_len, head_der_len, tail_der_len, shard_der_len;
+    int64_t shard_no;
 };
 
 static X509_EXTENSION *conf_ext(X509 *issuer, int nid, const char *value);
+static char *name_line(const X509_NAME *name);
 
-/* The CRL distribution point of shard n, made once per shard (an issuer fills one shard at
- * a time). NULL when OpenSSL fails. */
-static X509_EXTENSION *shard_dp(cf_issuer *iss, int64_t n)
+static int ext_list_der(const X509_EXTENSION *const *exts, int n, unsigned char **der);
+
+/* The extensions after the subject key identifier in a certificate of CRL shard n: AKI,
+ * the shard's distribution point, AIA. Made once per shard (an issuer fills one shard at a
+ * time); 0 when OpenSSL fails. */
+static int shard_tail(cf_issuer *iss, int64_t n)
 {
-    if (iss->shard_dp && iss->shard_no == n)
-        return iss->shard_dp;
+    if (iss->shard_der && iss->shard_no == n)
+        return 1;
     char value[2100];
-    snprintf(value, sizeof value, "URI:%s-s%lld.crl", iss->crl_base ? iss->crl_base : "",
-             (long long)n);
-    X509_EXTENSION_free(iss->shard_dp);
-    iss->shard_dp = iss->crl_base ? conf_ext(iss->cert, NID_crl_distribution_points, value) : NULL;
+    snprintf(value, sizeof value, "URI:%s-s%lld.crl", iss->crl_base, (long long)n);
+    X509_EXTENSION *dp = conf_ext(iss->cert, NID_crl_distribution_points, value);
+    const X509_EXTENSION *exts[] = {iss->aki, dp, iss->aia};
+    OPENSSL_free(iss->shard_der);
+    iss->shard_der = NULL;
+    iss->shard_der_len = dp ? ext_list_der(exts, 3, &iss->shard_der) : 0;
     iss->shard_no = n;
-    return iss->shard_dp;
+    X509_EXTENSION_free(dp);
+    return iss->shard_der_len > 0;
 }
 
 static cf_err set_name(X509_NAME *name, const char *org, const char *cn, cf_error *err)
@@ -68,35 +80,50 @@ static cf_err set_name(X509_NAME *name, const char *org, const char *cn, cf_erro
     return CF_OK;
 }
 
-static cf_err random_serial(X509 *x, char *hex_out, cf_error *err)
+/* A fresh 128-bit positive serial (RFC 5280 4.1.2.2) as an INTEGER, its hex in hex_out
+ * when not NULL. *out: ASN1_INTEGER_free. */
+static cf_err new_serial(ASN1_INTEGER **out, char *hex_out, cf_error *err)
 {
     unsigned char raw[CF_SERIAL_BYTES];
     do {
         if (cf_random_bytes(raw, sizeof raw, err) != CF_OK)
             return CF_ERR_CRYPTO;
     } while (raw[0] == 0); /* keep the full 128 bits: no leading zero byte */
-    BIGNUM *bn = BN_bin2bn(raw, sizeof raw, NULL);
-    ASN1_INTEGER *ai = bn ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
-    BN_free(bn);
-    if (!ai || !X509_set_serialNumber(x, ai)) {
-        ASN1_INTEGER_free(ai);
-        return cf_error_openssl(err, CF_ERR_CRYPTO, "cannot set serial number");
+    /* An ASN1_INTEGER holds the magnitude; its encoder adds the sign octet. */
+    if (!(*out = ASN1_INTEGER_new()) || !ASN1_STRING_set(*out, raw, sizeof raw)) {
+        ASN1_INTEGER_free(*out);
+        *out = NULL;
+        return cf_error_openssl(err, CF_ERR_CRYPTO, "cannot make a serial number");
     }
-    ASN1_INTEGER_free(ai);
     if (hex_out)
         cf_hex_encode(raw, sizeof raw, 1, hex_out);
     return CF_OK;
 }
 
+static cf_err random_serial(X509 *x, char *hex_out, cf_error *err)
+{
+    ASN1_INTEGER *ai = NULL;
+    cf_err rc = new_serial(&ai, hex_out, err);
+    if (rc == CF_OK && !X509_set_serialNumber(x, ai))
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot set serial number");
+    ASN1_INTEGER_free(ai);
+    return rc;
+}
+
+/* notBefore (backdated) and notAfter for a validity of days, notAfter capped at cap. */
+static void validity(int64_t cap, int days, time_t *nb, time_t *na)
+{
+    int64_t now = (int64_t)time(NULL);
+    int64_t end = now + (int64_t)days * 86400;
+    *nb = (time_t)(now - BACKDATE_SECONDS);
+    *na = (time_t)(cap && end > cap ? cap : end);
+}
+
 static cf_err set_validity(X509 *x, int64_t not_after_cap, int days, cf_error *err)
 {
-    time_t now = time(NULL);
-    int64_t nb = (int64_t)now - BACKDATE_SECONDS;
-    int64_t na = (int64_t)now + (int64_t)days * 86400;
-    if (not_after_cap && na > not_after_cap)
-        na = not_after_cap;
-    if (!ASN1_TIME_set(X509_getm_notBefore(x), (time_t)nb) ||
-        !ASN1_TIME_set(X509_getm_notAfter(x), (time_t)na))
+    time_t nb, na;
+    validity(not_after_cap, days, &nb, &na);
+    if (!ASN1_TIME_set(X509_getm_notBefore(x), nb) || !ASN1_TIME_set(X509_getm_notAfter(x), na))
         return cf_error_openssl(err, CF_ERR_CRYPTO, "cannot set validity");
     return CF_OK;
 }
@@ -180,6 +207,52 @@ static X509_EXTENSION *conf_ext(X509 *issuer, int nid, const char *value)
     return X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
 }
 
+static int ext_list_der(const X509_EXTENSION *const *exts, int n, unsigned char **der)
+{
+    cf_der b = {0};
+    for (int i = 0; i < n; i++)
+        cf_der_item(&b, exts[i], ASN1_ITEM_rptr(X509_EXTENSION));
+    return cf_der_finish(&b, der);
+}
+
+/* ---- the issuer ---- */
+
+/* The AlgorithmIdentifier of key's signatures with md, as X509_sign writes it: NULL
+ * parameters for RSA (RFC 4055 5), none for ECDSA (RFC 5758 3.2) or EdDSA (RFC 8410 3). */
+static int sig_alg_der(EVP_PKEY *key, const EVP_MD *md, unsigned char **der)
+{
+    int sig_nid, n = 0, base = EVP_PKEY_get_base_id(key);
+    X509_ALGOR *alg = X509_ALGOR_new();
+    if (alg && OBJ_find_sigid_by_algs(&sig_nid, md ? EVP_MD_get_type(md) : NID_undef, base) &&
+        X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid),
+                        base == EVP_PKEY_RSA ? V_ASN1_NULL : V_ASN1_UNDEF, NULL))
+        n = i2d_X509_ALGOR(alg, der);
+    X509_ALGOR_free(alg);
+    return n;
+}
+
+/* basicConstraints CA:FALSE and keyUsage digitalSignature, both critical, and
+ * extendedKeyUsage clientAuth: the device profile's constant extensions. */
+static int device_head_der(unsigned char **der)
+{
+    cf_der b = {0};
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
+    if (!bc || !ku || !eku || !ASN1_BIT_STRING_set_bit(ku, 0, 1) ||
+        !sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)))
+        b.failed = 1;
+    else
+        bc->ca = 0;
+    cf_der_ext(&b, NID_basic_constraints, 1, bc);
+    cf_der_ext(&b, NID_key_usage, 1, ku);
+    cf_der_ext(&b, NID_ext_key_usage, 0, eku);
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+    sk_ASN1_OBJECT_free(eku); /* the object from OBJ_nid2obj is static */
+    return cf_der_finish(&b, der);
+}
+
 cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char *base_url,
                      cf_issuer **out, cf_error *err)
 {
@@ -196,8 +269,6 @@ cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char 
         iss->sign_ctx = EVP_MD_CTX_new();
         if (!iss->sign_ctx || EVP_DigestSignInit(iss->sign_ctx, NULL, iss->md, NULL, key) != 1) {
             EVP_MD_CTX_free(iss->sign_ctx);
-            X509_ALGOR_free(iss->alg);
-            OPENSSL_free(iss->alg_der);
             iss->sign_ctx = NULL;
             ERR_clear_error();
         }
@@ -222,7 +293,15 @@ cf_err cf_issuer_new(X509 *cert, EVP_PKEY *key, const char *ca_name, const char 
     iss->freshest = conf_ext(cert, NID_freshest_crl, value);
     snprintf(value, sizeof value, "%s/crl/%s", base_url, ca_name);
     iss->crl_base = strdup(value);
-    if (!iss->aki || !iss->crldp || !iss->aia || !iss->freshest) {
+    if (iss->aki && iss->crldp && iss->aia && iss->freshest) {
+        const X509_EXTENSION *tail[] = {iss->aki, iss->crldp, iss->freshest, iss->aia};
+        iss->tail_der_len = ext_list_der(tail, 4, &iss->tail_der);
+    }
+    iss->alg_der_len = sig_alg_der(key, iss->md, &iss->alg_der);
+    iss->name_der_len = i2d_X509_NAME(X509_get_subject_name(cert), &iss->name_der);
+    iss->head_der_len = device_head_der(&iss->head_der);
+    if (!iss->crl_base || iss->tail_der_len <= 0 || iss->alg_der_len <= 0 ||
+        iss->name_der_len <= 0 || iss->head_der_len <= 0) {
         cf_issuer_free(iss);
         return cf_error_openssl(err, CF_ERR_CRYPTO,
                                 "cannot prepare issuer %s (does it have a subject key id, and"
@@ -240,13 +319,15 @@ void cf_issuer_free(cf_issuer *iss)
     X509_free(iss->cert);
     EVP_PKEY_free(iss->key);
     EVP_MD_CTX_free(iss->sign_ctx);
-    X509_ALGOR_free(iss->alg);
-    OPENSSL_free(iss->alg_der);
     X509_EXTENSION_free(iss->aki);
     X509_EXTENSION_free(iss->crldp);
     X509_EXTENSION_free(iss->aia);
     X509_EXTENSION_free(iss->freshest);
-    X509_EXTENSION_free(iss->shard_dp);
+    OPENSSL_free(iss->alg_der);
+    OPENSSL_free(iss->name_der);
+    OPENSSL_free(iss->head_der);
+    OPENSSL_free(iss->tail_der);
+    OPENSSL_free(iss->shard_der);
     free(iss->crl_base);
     free(iss);
 }
@@ -254,84 +335,6 @@ void cf_issuer_free(cf_issuer *iss)
 X509 *cf_issuer_cert(const cf_issuer *iss)
 {
     return iss->cert;
-}
-
-/* The per-certificate extensions, built from structures (not from configuration strings:
- * this is the issuance hot path). */
-static int add_device_exts(X509 *x, const char *device_id)
-{
-    int ok = 0;
-    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
-    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
-    EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
-    GENERAL_NAMES *san = GENERAL_NAMES_new();
-    GENERAL_NAME *gn = GENERAL_NAME_new();
-    ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
-    ASN1_OCTET_STRING *ski = NULL;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char urn[512];
-
-    if (!bc || !ku || !eku || !san || !gn || !uri)
-        goto out;
-    bc->ca = 0;
-    if (!X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT))
-        goto out;
-    if (!ASN1_BIT_STRING_set_bit(ku, 0, 1) || /* digitalSignature */
-        !X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT))
-        goto out;
-    if (!sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)) ||
-        !X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT))
-        goto out;
-    snprintf(urn, sizeof urn, "urn:certfleet:device:%s", device_id);
-    if (!ASN1_STRING_set(uri, urn, -1))
-        goto out;
-    GENERAL_NAME_set0_value(gn, GEN_URI, uri);
-    uri = NULL;
-    if (!sk_GENERAL_NAME_push(san, gn))
-        goto out;
-    gn = NULL;
-    if (!X509_add1_ext_i2d(x, NID_subject_alt_name, san, 0, X509V3_ADD_DEFAULT))
-        goto out;
-    /* RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING. */
-    if (!X509_pubkey_digest(x, EVP_sha1(), md, &mdlen) || !(ski = ASN1_OCTET_STRING_new()) ||
-        !ASN1_OCTET_STRING_set(ski, md, (int)mdlen) ||
-        !X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_DEFAULT))
-        goto out;
-    ok = 1;
-out:
-    BASIC_CONSTRAINTS_free(bc);
-    ASN1_BIT_STRING_free(ku);
-    sk_ASN1_OBJECT_free(eku); /* the object from OBJ_nid2obj is static */
-    GENERAL_NAMES_free(san);
-    GENERAL_NAME_free(gn);
-    ASN1_IA5STRING_free(uri);
-    ASN1_OCTET_STRING_free(ski);
-    return ok;
-}
-
-/* Copies a SubjectPublicKeyInfo into x as it is encoded. X509_set_pubkey would instead run
- * the key through OpenSSL 3.0's encoder and decoder, the costliest step of issuance. */
-static int copy_spki(X509 *x, const X509_PUBKEY *spki)
-{
-    ASN1_OBJECT *alg;
-    const unsigned char *bits;
-    int nbits;
-    X509_ALGOR *src_alg, *dst_alg;
-    X509_PUBKEY *dst = X509_get_X509_PUBKEY(x);
-    if (!X509_PUBKEY_get0_param(&alg, &bits, &nbits, &src_alg, spki) || nbits <= 0)
-        return 0;
-    unsigned char *copy = OPENSSL_memdup(bits, (size_t)nbits);
-    ASN1_OBJECT *alg_copy = OBJ_dup(alg);
-    if (!copy || !alg_copy ||
-        !X509_PUBKEY_set0_param(dst, alg_copy, V_ASN1_UNDEF, NULL, copy, nbits)) {
-        OPENSSL_free(copy);
-        ASN1_OBJECT_free(alg_copy);
-        return 0;
-    }
-    /* The algorithm's parameters (the named curve) as well. */
-    return X509_PUBKEY_get0_param(NULL, NULL, NULL, &dst_alg, dst) &&
-           X509_ALGOR_copy(dst_alg, src_alg);
 }
 
 static int issuer_sign(cf_issuer *iss, X509 *x)
@@ -347,123 +350,175 @@ static int issuer_sign(cf_issuer *iss, X509 *x)
     return X509_sign(x, iss->key, iss->md);
 }
 
-/* Signs x and returns its DER without encoding the TBSCertificate twice (X509_sign encodes
- * it to sign it, i2d_X509 again to output it): the TBSCertificate is encoded once with
- * OpenSSL's encoder, signed, and framed as RFC 5280 4.1 has it, Certificate ::= SEQUENCE
- * { tbsCertificate, signatureAlgorithm, signatureValue }, from already-encoded parts; x
- * gets the same signature. Falls back to X509_sign + i2d_X509 until the issuer knows its
- * AlgorithmIdentifier (after its first signature) or when it cannot copy contexts. */
-static int sign_encode(cf_issuer *iss, X509 *x, unsigned char **der, size_t *der_len)
+/* The issuer's signature over data. *sig: OPENSSL_free. */
+static int sign_bytes(cf_issuer *iss, const unsigned char *data, size_t len, unsigned char **sig,
+                      size_t *siglen)
 {
-    if (!iss->alg || !iss->sign_ctx) {
-        int ok = issuer_sign(iss, x) > 0;
-        const X509_ALGOR *palg;
-        X509_get0_signature(NULL, &palg, x);
-        if (ok && iss->sign_ctx && !iss->alg && (iss->alg = X509_ALGOR_dup(palg)) != NULL &&
-            (iss->alg_der_len = i2d_X509_ALGOR(iss->alg, &iss->alg_der)) <= 0) {
-            X509_ALGOR_free(iss->alg);
-            iss->alg = NULL;
-        }
-        int n = ok ? i2d_X509(x, der) : 0;
-        *der_len = n > 0 ? (size_t)n : 0;
-        return ok && n > 0;
-    }
-    unsigned char *tbs = NULL, *sig = NULL, *out = NULL, *p;
-    size_t siglen = 0;
-    int ok = 0, tbslen, bitlen, total;
-    const ASN1_BIT_STRING *psig;
-    const X509_ALGOR *palg;
     EVP_MD_CTX *c = EVP_MD_CTX_new();
-    /* The TBSCertificate names the algorithm too (RFC 5280 4.1.2.3). */
-    if (!X509_ALGOR_copy((X509_ALGOR *)X509_get0_tbs_sigalg(x), iss->alg) ||
-        (tbslen = i2d_re_X509_tbs(x, &tbs)) <= 0)
-        goto out;
-    if (!c || !EVP_MD_CTX_copy_ex(c, iss->sign_ctx) ||
-        EVP_DigestSign(c, NULL, &siglen, tbs, (size_t)tbslen) != 1 ||
-        !(sig = OPENSSL_malloc(siglen)) ||
-        EVP_DigestSign(c, sig, &siglen, tbs, (size_t)tbslen) != 1)
-        goto out;
-    X509_get0_signature(&psig, &palg, x);
-    ASN1_BIT_STRING *bs = (ASN1_BIT_STRING *)psig;
-    if (!X509_ALGOR_copy((X509_ALGOR *)palg, iss->alg) ||
-        !ASN1_BIT_STRING_set(bs, sig, (int)siglen))
-        goto out;
-    bs->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07); /* no unused bits */
-    bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
-    if ((bitlen = i2d_ASN1_BIT_STRING(bs, NULL)) <= 0)
-        goto out;
-    total = ASN1_object_size(1, tbslen + iss->alg_der_len + bitlen, V_ASN1_SEQUENCE);
-    if (total <= 0 || !(out = OPENSSL_malloc((size_t)total)))
-        goto out;
-    p = out;
-    ASN1_put_object(&p, 1, tbslen + iss->alg_der_len + bitlen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-    memcpy(p, tbs, (size_t)tbslen);
-    p += tbslen;
-    memcpy(p, iss->alg_der, (size_t)iss->alg_der_len);
-    p += iss->alg_der_len;
-    if (i2d_ASN1_BIT_STRING(bs, &p) != bitlen || p != out + total)
-        goto out;
-    *der = out;
-    *der_len = (size_t)total;
-    out = NULL;
-    ok = 1;
-out:
+    int ok = c != NULL;
+    if (ok && !(iss->sign_ctx && EVP_MD_CTX_copy_ex(c, iss->sign_ctx))) {
+        ERR_clear_error();
+        ok = EVP_MD_CTX_reset(c) && EVP_DigestSignInit(c, NULL, iss->md, NULL, iss->key) == 1;
+    }
+    *sig = NULL;
+    ok = ok && EVP_DigestSign(c, NULL, siglen, data, len) == 1 &&
+         (*sig = OPENSSL_malloc(*siglen)) != NULL &&
+         EVP_DigestSign(c, *sig, siglen, data, len) == 1;
     EVP_MD_CTX_free(c);
-    OPENSSL_free(tbs);
-    OPENSSL_free(sig);
-    OPENSSL_free(out);
     return ok;
 }
 
-/* The device certificate for the subject key given either as pub or as spki. */
-static cf_err sign_device(cf_issuer *iss, EVP_PKEY *pub, const X509_PUBKEY *spki,
-                          const cf_device_profile *profile, X509 **out, unsigned char **der,
-                          size_t *der_len, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
+/* ---- device certificates ---- */
+
+/* The device certificate's DER (RFC 5280 4.1), assembled from parts encoded by OpenSSL:
+ * those every device certificate shares were encoded when the issuer was made, so only
+ * the serial, validity, subject, key, SAN and SKI are encoded here. This is the issuance
+ * hot path: building an X509 and encoding it costs more than the signature. */
+static cf_err device_der(cf_issuer *iss, const X509_PUBKEY *spki, const cf_device_profile *profile,
+                         cf_signed_cert *out, cf_error *err)
 {
-    X509 *x = X509_new();
+    cf_der b = {0};
+    ASN1_INTEGER *serial = NULL, *version = ASN1_INTEGER_new();
+    ASN1_TIME *nb = NULL, *na = NULL;
+    X509_NAME *subject = X509_NAME_new();
+    GENERAL_NAMES *san = GENERAL_NAMES_new();
+    GENERAL_NAME *gn = GENERAL_NAME_new();
+    ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
+    ASN1_OCTET_STRING *ski = ASN1_OCTET_STRING_new();
+    ASN1_BIT_STRING *sigbits = ASN1_BIT_STRING_new();
+    unsigned char md[SHA_DIGEST_LENGTH], *sig = NULL;
+    const unsigned char *keybits;
+    int nkeybits;
+    size_t siglen = 0;
+    time_t not_before, not_after;
+    char urn[512];
     cf_err rc;
-    if (!x)
-        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
-    if (!X509_set_version(x, X509_VERSION_3) ||
-        !(spki ? copy_spki(x, spki) : X509_set_pubkey(x, pub)) ||
-        !X509_set_issuer_name(x, X509_get_subject_name(iss->cert))) {
+
+    if (!version || !subject || !san || !gn || !uri || !ski || !sigbits) {
+        rc = cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    memset(out, 0, sizeof *out);
+    if ((rc = new_serial(&serial, out->serial, err)) != CF_OK ||
+        (rc = set_name(subject, profile->org, profile->device_id, err)) != CF_OK)
+        goto out;
+    if (profile->crl_shard && !shard_tail(iss, profile->crl_shard)) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO,
+                              "cannot encode the distribution point of CRL"
+                              " shard %lld",
+                              (long long)profile->crl_shard);
+        goto out;
+    }
+    validity(iss->not_after, profile->days, &not_before, &not_after);
+    out->not_before = (int64_t)not_before;
+    out->not_after = (int64_t)not_after;
+    snprintf(urn, sizeof urn, "urn:certfleet:device:%s", profile->device_id);
+    /* SKI: RFC 5280 4.2.1.2 method (1), SHA-1 of the subjectPublicKey BIT STRING. */
+    if (!ASN1_INTEGER_set(version, X509_VERSION_3) || !(nb = ASN1_TIME_set(NULL, not_before)) ||
+        !(na = ASN1_TIME_set(NULL, not_after)) || !ASN1_STRING_set(uri, urn, -1) ||
+        !X509_PUBKEY_get0_param(NULL, &keybits, &nkeybits, NULL, spki) || nkeybits <= 0 ||
+        !SHA1(keybits, (size_t)nkeybits, md) || !ASN1_OCTET_STRING_set(ski, md, sizeof md)) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot build certificate");
-        goto fail;
+        goto out;
     }
-    if ((rc = random_serial(x, serial_hex, err)) != CF_OK ||
-        (rc = set_name(X509_get_subject_name(x), profile->org, profile->device_id, err)) != CF_OK ||
-        (rc = set_validity(x, iss->not_after, profile->days, err)) != CF_OK)
-        goto fail;
-    X509_EXTENSION *dp = profile->crl_shard ? shard_dp(iss, profile->crl_shard) : iss->crldp;
-    if (!dp || !add_device_exts(x, profile->device_id) || !X509_add_ext(x, iss->aki, -1) ||
-        !X509_add_ext(x, dp, -1) || (!profile->crl_shard && !X509_add_ext(x, iss->freshest, -1)) ||
-        !X509_add_ext(x, iss->aia, -1)) {
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot add certificate extensions");
-        goto fail;
+    GENERAL_NAME_set0_value(gn, GEN_URI, uri);
+    uri = NULL;
+    if (!sk_GENERAL_NAME_push(san, gn))
+        b.failed = 1;
+    else
+        gn = NULL;
+
+    /* TBSCertificate ::= SEQUENCE { version [0], serialNumber, signature, issuer, validity,
+     * subject, subjectPublicKeyInfo, extensions [3] } */
+    cf_der_item(&b, version, ASN1_ITEM_rptr(ASN1_INTEGER));
+    cf_der_wrap(&b, 0, 0, V_ASN1_CONTEXT_SPECIFIC);
+    cf_der_item(&b, serial, ASN1_ITEM_rptr(ASN1_INTEGER));
+    cf_der_put(&b, iss->alg_der, (size_t)iss->alg_der_len);
+    cf_der_put(&b, iss->name_der, (size_t)iss->name_der_len);
+    size_t at = b.len;
+    cf_der_item(&b, nb, ASN1_ITEM_rptr(ASN1_TIME));
+    cf_der_item(&b, na, ASN1_ITEM_rptr(ASN1_TIME));
+    cf_der_wrap(&b, at, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    cf_der_item(&b, subject, ASN1_ITEM_rptr(X509_NAME));
+    cf_der_item(&b, spki, ASN1_ITEM_rptr(X509_PUBKEY));
+    at = b.len;
+    cf_der_put(&b, iss->head_der, (size_t)iss->head_der_len);
+    cf_der_ext(&b, NID_subject_alt_name, 0, san);
+    cf_der_ext(&b, NID_subject_key_identifier, 0, ski);
+    if (profile->crl_shard)
+        cf_der_put(&b, iss->shard_der, (size_t)iss->shard_der_len);
+    else
+        cf_der_put(&b, iss->tail_der, (size_t)iss->tail_der_len);
+    cf_der_wrap(&b, at, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    cf_der_wrap(&b, at, 3, V_ASN1_CONTEXT_SPECIFIC);
+    cf_der_wrap(&b, 0, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    if (b.failed) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot encode certificate");
+        goto out;
     }
-    if (der ? !sign_encode(iss, x, der, der_len) : issuer_sign(iss, x) <= 0) {
+    if (!sign_bytes(iss, b.p, b.len, &sig, &siglen) ||
+        !ASN1_BIT_STRING_set(sigbits, sig, (int)siglen)) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot sign certificate");
-        goto fail;
+        goto out;
     }
-    *out = x;
-    return CF_OK;
-fail:
-    X509_free(x);
+    sigbits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07); /* no unused bits */
+    sigbits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    /* Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } */
+    cf_der_put(&b, iss->alg_der, (size_t)iss->alg_der_len);
+    cf_der_item(&b, sigbits, ASN1_ITEM_rptr(ASN1_BIT_STRING));
+    cf_der_wrap(&b, 0, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    int n = cf_der_finish(&b, &out->der);
+    if (n <= 0 || !(out->subject = name_line(subject))) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot encode certificate");
+        goto out;
+    }
+    out->der_len = (size_t)n;
+    rc = CF_OK;
+out:
+    OPENSSL_free(b.p);
+    OPENSSL_free(sig);
+    ASN1_INTEGER_free(version);
+    ASN1_INTEGER_free(serial);
+    ASN1_TIME_free(nb);
+    ASN1_TIME_free(na);
+    X509_NAME_free(subject);
+    GENERAL_NAMES_free(san);
+    GENERAL_NAME_free(gn);
+    ASN1_IA5STRING_free(uri);
+    ASN1_OCTET_STRING_free(ski);
+    ASN1_BIT_STRING_free(sigbits);
+    if (rc != CF_OK)
+        cf_signed_cert_clear(out);
     return rc;
+}
+
+cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
+                                  const cf_device_profile *profile, cf_signed_cert *out,
+                                  cf_error *err)
+{
+    return device_der(iss, spki, profile, out, err);
 }
 
 cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_profile *profile,
                              X509 **out, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err)
 {
-    return sign_device(iss, pub, NULL, profile, out, NULL, NULL, serial_hex, err);
+    X509_PUBKEY *spki = NULL;
+    cf_signed_cert c;
+    if (!X509_PUBKEY_set(&spki, pub))
+        return cf_error_openssl(err, CF_ERR_CRYPTO, "cannot encode the device's public key");
+    cf_err rc = device_der(iss, spki, profile, &c, err);
+    X509_PUBKEY_free(spki);
+    if (rc == CF_OK && (rc = cf_x509_from_der(c.der, c.der_len, out, err)) == CF_OK)
+        memcpy(serial_hex, c.serial, CF_SERIAL_HEX_MAX);
+    cf_signed_cert_clear(&c);
+    return rc;
 }
 
-cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
-                                  const cf_device_profile *profile, X509 **out, unsigned char **der,
-                                  size_t *der_len, char serial_hex[CF_SERIAL_HEX_MAX],
-                                  cf_error *err)
+void cf_signed_cert_clear(cf_signed_cert *c)
 {
-    return sign_device(iss, NULL, spki, profile, out, der, der_len, serial_hex, err);
+    OPENSSL_free(c->der);
+    free(c->subject);
+    memset(c, 0, sizeof *c);
 }
 
 static int add_server_exts(X509 *x, const char *const *names, int nnames)
@@ -629,18 +684,29 @@ void cf_x509_serial_hex(X509 *cert, char out[CF_SERIAL_HEX_MAX])
     BN_free(bn);
 }
 
-char *cf_x509_subject_line(X509 *cert)
+static char *name_line(const X509_NAME *name)
 {
     BIO *b = BIO_new(BIO_s_mem());
     char *data, *s;
-    X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+    if (!b || X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) < 0) {
+        BIO_free(b);
+        return NULL;
+    }
     long n = BIO_get_mem_data(b, &data);
     s = malloc((size_t)n + 1);
+    if (s) {
+        memcpy(s, data, (size_t)n);
+        s[n] = '\0';
+    }
+    BIO_free(b);
+    return s;
+}
+
+char *cf_x509_subject_line(X509 *cert)
+{
+    char *s = name_line(X509_get_subject_name(cert));
     if (!s)
         abort();
-    memcpy(s, data, (size_t)n);
-    s[n] = '\0';
-    BIO_free(b);
     return s;
 }
 
@@ -685,11 +751,12 @@ cf_err cf_x509_from_der(const unsigned char *der, size_t len, X509 **out, cf_err
     return CF_OK;
 }
 
-cf_err cf_x509_append_pem(X509 *cert, char **buf, size_t *len, cf_error *err)
+cf_err cf_x509_der_append_pem(const unsigned char *der, size_t der_len, char **buf, size_t *len,
+                              cf_error *err)
 {
     BIO *b = BIO_new(BIO_s_mem());
     char *data;
-    if (!b || !PEM_write_bio_X509(b, cert)) {
+    if (!b || der_len > INT_MAX || !PEM_write_bio(b, PEM_STRING_X509, "", der, (long)der_len)) {
         BIO_free(b);
         return cf_error_openssl(err, CF_ERR_CRYPTO, "cannot encode certificate as PEM");
     }
@@ -705,4 +772,44 @@ cf_err cf_x509_append_pem(X509 *cert, char **buf, size_t *len, cf_error *err)
     *buf = nb;
     BIO_free(b);
     return CF_OK;
+}
+
+cf_err cf_x509_append_pem(X509 *cert, char **buf, size_t *len, cf_error *err)
+{
+    unsigned char *der = NULL;
+    size_t der_len = 0;
+    cf_err rc = cf_x509_to_der(cert, &der, &der_len, err);
+    if (rc == CF_OK)
+        rc = cf_x509_der_append_pem(der, der_len, buf, len, err);
+    OPENSSL_free(der);
+    return rc;
+}
+
+/* RFC 7030 4.1.3 and 4.2.3 (a CMC Simple PKI Response, RFC 5272 4.1), RFC 2315 9.1:
+ * ContentInfo { signedData, SignedData { version 1, digestAlgorithms {}, contentInfo { data },
+ * certificates [0] IMPLICIT, signerInfos {} } }, as i2d_PKCS7 encodes it. */
+int cf_x509_certs_only(const unsigned char *const *ders, const size_t *lens, int n,
+                       unsigned char **out)
+{
+    cf_der b = {0};
+    ASN1_INTEGER *version = ASN1_INTEGER_new();
+    if (!version || !ASN1_INTEGER_set(version, 1))
+        b.failed = 1;
+    cf_der_item(&b, OBJ_nid2obj(NID_pkcs7_signed), ASN1_ITEM_rptr(ASN1_OBJECT));
+    size_t content = b.len;
+    cf_der_item(&b, version, ASN1_ITEM_rptr(ASN1_INTEGER));
+    cf_der_wrap(&b, b.len, V_ASN1_SET, V_ASN1_UNIVERSAL);
+    size_t at = b.len;
+    cf_der_item(&b, OBJ_nid2obj(NID_pkcs7_data), ASN1_ITEM_rptr(ASN1_OBJECT));
+    cf_der_wrap(&b, at, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    at = b.len;
+    for (int i = 0; i < n; i++)
+        cf_der_put(&b, ders[i], lens[i]);
+    cf_der_wrap(&b, at, 0, V_ASN1_CONTEXT_SPECIFIC);
+    cf_der_wrap(&b, b.len, V_ASN1_SET, V_ASN1_UNIVERSAL);
+    cf_der_wrap(&b, content, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    cf_der_wrap(&b, content, 0, V_ASN1_CONTEXT_SPECIFIC);
+    cf_der_wrap(&b, 0, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    ASN1_INTEGER_free(version);
+    return cf_der_finish(&b, out);
 }

@@ -48,16 +48,26 @@ typedef struct {
 cf_err cf_issuer_sign_device(cf_issuer *iss, EVP_PKEY *pub, const cf_device_profile *profile,
                              X509 **out, char serial_hex[CF_SERIAL_HEX_MAX], cf_error *err);
 
+/* A certificate as issued: its DER and what the store records of it. */
+typedef struct {
+    unsigned char *der; /* OPENSSL_free */
+    size_t der_len;
+    char serial[CF_SERIAL_HEX_MAX]; /* upper-case hex */
+    char *subject;                  /* one-line RFC 2253 form (cf_x509_subject_line); free() */
+    int64_t not_before, not_after;  /* seconds since the epoch */
+} cf_signed_cert;
+
+/* Frees what c holds and zeroes it (a zeroed c is fine). */
+void cf_signed_cert_clear(cf_signed_cert *c);
+
 /* The same for a key given as its SubjectPublicKeyInfo (a CSR's, from
- * X509_REQ_get_X509_PUBKEY), which is copied into the certificate as it is encoded: the
- * issuance hot path, several times faster than re-encoding an EVP_PKEY under OpenSSL 3.0.
- * Validate the key first (cf_csr_parse_check). The certificate carries the key only in its
- * encoded form: X509_get0_pubkey on *out returns NULL; re-parse its DER for an EVP_PKEY.
- * With der non-NULL, *der (OPENSSL_free) is the certificate's DER, made while signing
- * rather than by encoding the certificate again. */
+ * X509_REQ_get_X509_PUBKEY), which goes into the certificate as it is encoded: the issuance
+ * hot path. No X509 object is made (under OpenSSL 3.0, parsing a certificate builds a key
+ * decoder, which costs more than the signature): *out holds the DER and what the store
+ * records (cf_signed_cert_clear, also after a failure). Validate the key first
+ * (cf_csr_parse_check). */
 cf_err cf_issuer_sign_device_spki(cf_issuer *iss, const X509_PUBKEY *spki,
-                                  const cf_device_profile *profile, X509 **out, unsigned char **der,
-                                  size_t *der_len, char serial_hex[CF_SERIAL_HEX_MAX],
+                                  const cf_device_profile *profile, cf_signed_cert *out,
                                   cf_error *err);
 
 /* A TLS server certificate for pub: CN names[0], O org (may be NULL), SAN every name
@@ -87,7 +97,16 @@ int64_t cf_x509_not_after(X509 *cert);
 /* DER encoding. *der: OPENSSL_free. */
 cf_err cf_x509_to_der(X509 *cert, unsigned char **der, size_t *len, cf_error *err);
 cf_err cf_x509_from_der(const unsigned char *der, size_t len, X509 **out, cf_error *err);
-/* Appends cert's PEM to a growing string (*buf, *len; realloc'ed). */
+/* Appends cert's PEM to a growing string (*buf, *len; realloc'ed); the same for a
+ * certificate given as its DER. */
 cf_err cf_x509_append_pem(X509 *cert, char **buf, size_t *len, cf_error *err);
+cf_err cf_x509_der_append_pem(const unsigned char *der, size_t der_len, char **buf, size_t *len,
+                              cf_error *err);
+
+/* The certs-only PKCS#7 (a degenerate SignedData, as EST's cacerts and enrollment replies
+ * carry, RFC 7030 4.1.3 and 4.2.3) of the n certificates given as DER (ders[i], lens[i]), in
+ * that order. *out: OPENSSL_free. Returns its length, 0 when encoding failed. */
+int cf_x509_certs_only(const unsigned char *const *ders, const size_t *lens, int n,
+                       unsigned char **out);
 
 #endif

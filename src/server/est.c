@@ -4,7 +4,6 @@
 #include <openssl/bio.h>
 #include <openssl/conf.h>
 #include <openssl/evp.h>
-#include <openssl/pkcs7.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,28 +64,25 @@ long srv_base64_decode(const void *b64, size_t n, unsigned char **out)
 
 cf_err srv_est_cacerts(cf_fleet *f, char **out, size_t *len, cf_error *err)
 {
-    X509 *issuing, *root;
-    PKCS7 *p7 = NULL;
-    unsigned char *der = NULL;
-    cf_err rc = cf_fleet_chain(f, &issuing, &root, err);
+    X509 *chain[2];
+    unsigned char *ders[2] = {NULL, NULL}, *p7 = NULL;
+    size_t lens[2];
+    cf_err rc = cf_fleet_chain(f, &chain[0], &chain[1], err);
+    for (int i = 0; i < 2 && rc == CF_OK; i++)
+        rc = cf_x509_to_der(chain[i], &ders[i], &lens[i], err);
     if (rc != CF_OK)
-        return rc;
-    /* A "degenerate" SignedData: certificates, no content, no signers (RFC 7030 4.1.3). */
-    if (!(p7 = PKCS7_new()) || !PKCS7_set_type(p7, NID_pkcs7_signed) ||
-        !PKCS7_content_new(p7, NID_pkcs7_data) || !PKCS7_add_certificate(p7, issuing) ||
-        !PKCS7_add_certificate(p7, root)) {
-        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "EST cacerts: PKCS#7");
         goto out;
-    }
-    int n = i2d_PKCS7(p7, &der);
+    /* A "degenerate" SignedData: certificates, no content, no signers (RFC 7030 4.1.3). */
+    int n = cf_x509_certs_only((const unsigned char *const *)ders, lens, 2, &p7);
     if (n <= 0) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "EST cacerts: PKCS#7 encoding");
         goto out;
     }
-    rc = to_base64(der, (size_t)n, out, len, err);
+    rc = to_base64(p7, (size_t)n, out, len, err);
 out:
-    OPENSSL_free(der);
-    PKCS7_free(p7);
+    OPENSSL_free(ders[0]);
+    OPENSSL_free(ders[1]);
+    OPENSSL_free(p7);
     return rc;
 }
 

@@ -5,7 +5,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/evp.h>
-#include <openssl/pkcs7.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,16 +67,10 @@ static int append_base64(struct evbuffer *out, const unsigned char *der, size_t 
 }
 
 /* The DER of a certs-only PKCS#7 holding cert (RFC 7030 4.2.3). *der: OPENSSL_free. */
-static int certs_only(X509 *cert, unsigned char **der)
+static int certs_only(const cf_signed_cert *cert, unsigned char **der)
 {
-    PKCS7 *p7 = PKCS7_new();
-    int n = -1;
-    *der = NULL;
-    if (p7 && PKCS7_set_type(p7, NID_pkcs7_signed) && PKCS7_content_new(p7, NID_pkcs7_data) &&
-        PKCS7_add_certificate(p7, cert))
-        n = i2d_PKCS7(p7, der);
-    PKCS7_free(p7);
-    return n;
+    const unsigned char *ders[] = {cert->der};
+    return cf_x509_certs_only(ders, &cert->der_len, 1, der);
 }
 
 static void count(srv_req *r, srv_est_op op, srv_est_result result)
@@ -110,7 +103,7 @@ static void reply_pending(srv_req *r, srv_est_op op, const cf_enroll_result *res
     count(r, op, SRV_EST_PENDING);
 }
 
-static void reply_cert(srv_req *r, srv_est_op op, X509 *cert)
+static void reply_cert(srv_req *r, srv_est_op op, const cf_signed_cert *cert)
 {
     unsigned char *der = NULL;
     int n = certs_only(cert, &der);
@@ -140,7 +133,7 @@ static void reply_keygen(srv_req *r, const cf_enroll_result *res)
     int kn = -1;
     PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(res->key);
     struct evbuffer *body = evbuffer_new();
-    int pn = certs_only(res->cert, &p7);
+    int pn = certs_only(&res->cert, &p7);
     if (p8)
         kn = i2d_PKCS8_PRIV_KEY_INFO(p8, &key);
     int ok = kn > 0 && pn > 0 && body && RAND_bytes(rnd, sizeof rnd) == 1;
@@ -204,7 +197,7 @@ static void enroll_common(srv_req *r, srv_est_op op, enroll_fn fn)
     else if (op == SRV_EST_SERVERKEYGEN)
         reply_keygen(r, &res);
     else
-        reply_cert(r, op, res.cert);
+        reply_cert(r, op, &res.cert);
     cf_enroll_result_clear(&res);
     OPENSSL_free(client);
     free(csr);

@@ -67,9 +67,9 @@ static void test_batch_issues_good_requests_and_fails_bad_ones_alone(void **stat
                 assert_non_null(strstr(res[i].err.msg, "1024"));
             } else {
                 assert_int_equal(res[i].rc, CF_OK);
-                assert_non_null(res[i].cert);
+                assert_non_null(res[i].cert.der);
             }
-            X509_free(res[i].cert);
+            cf_signed_cert_clear(&res[i].cert);
         }
         cf_fleet_status st;
         assert_int_equal(cf_fleet_get_status(f, &st, &err), CF_OK);
@@ -101,20 +101,21 @@ static void test_single_issue_after_batch_continues_the_chain(void **state)
         cf_error err;
         assert_int_equal(cf_fleet_issue_batch(f, reqs, 3, res, &err), CF_OK);
         for (int i = 0; i < 3; i++)
-            X509_free(res[i].cert);
-        X509 *x = NULL;
+            cf_signed_cert_clear(&res[i].cert);
+        cf_signed_cert x;
         reqs[0].device_id = "b-0"; /* the same device again: a second certificate */
         if (cf_fleet_issue(f, &reqs[0], &x, &err) != CF_OK)
             fail_msg("issue: %s", err.msg);
-        X509_free(x);
+        cf_signed_cert_clear(&x);
         assert_chain_intact(f, 1 + 4);
         cf_fleet_close(f);
     }
     free(csr);
 }
 
-/* Certificates are signed and encoded in one pass (sign_encode): the stored DER must be the
- * certificate's own encoding, and both must verify with the issuing CA's key. */
+/* Device certificates are framed from parts OpenSSL encoded (device_der in x509.c): the
+ * stored DER must be the certificate returned, parse, verify with the issuing CA's key, and
+ * be exactly what OpenSSL's own encoder makes of the parsed certificate. */
 static void test_stored_der_is_the_signed_certificate(void **state)
 {
     size_t len = 0;
@@ -135,25 +136,44 @@ static void test_stored_der_is_the_signed_certificate(void **state)
     X509 *issuing, *root;
     assert_int_equal(cf_fleet_chain(f, &issuing, &root, &err), CF_OK);
     for (int i = 0; i < 4; i++) {
+        const cf_signed_cert *c = &res[i].cert;
         assert_int_equal(res[i].rc, CF_OK);
-        char serial[CF_SERIAL_HEX_MAX];
-        cf_x509_serial_hex(res[i].cert, serial);
         cf_cert_rec rec;
-        assert_int_equal(cf_store_cert_get(cf_fleet_store(f), serial, &rec, &err), CF_OK);
-        unsigned char *der = NULL;
-        int n = i2d_X509(res[i].cert, &der);
-        assert_true(n > 0);
-        assert_int_equal((size_t)n, rec.der_len);
-        assert_memory_equal(der, rec.der, rec.der_len);
+        assert_int_equal(cf_store_cert_get(cf_fleet_store(f), c->serial, &rec, &err), CF_OK);
+        assert_int_equal(c->der_len, rec.der_len);
+        assert_memory_equal(c->der, rec.der, rec.der_len);
         const unsigned char *p = rec.der;
         X509 *back = d2i_X509(NULL, &p, (long)rec.der_len);
         assert_non_null(back);
+        assert_ptr_equal(p, rec.der + rec.der_len);
         assert_int_equal(X509_verify(back, X509_get0_pubkey(issuing)), 1);
-        assert_int_equal(X509_verify(res[i].cert, X509_get0_pubkey(issuing)), 1);
+        char serial[CF_SERIAL_HEX_MAX];
+        cf_x509_serial_hex(back, serial);
+        assert_string_equal(serial, c->serial);
+        assert_int_equal(cf_x509_not_before(back), c->not_before);
+        assert_int_equal(cf_x509_not_after(back), c->not_after);
+        char *subject = cf_x509_subject_line(back);
+        assert_string_equal(subject, c->subject);
+        assert_string_equal(rec.subject, c->subject);
+        free(subject);
+        /* RFC 5280 4.1.1.2: the inner and outer signature algorithms are the same. */
+        const X509_ALGOR *outer;
+        X509_get0_signature(NULL, &outer, back);
+        assert_int_equal(X509_ALGOR_cmp(outer, X509_get0_tbs_sigalg(back)), 0);
+        /* OpenSSL re-encodes the parsed TBSCertificate to the same bytes. */
+        unsigned char *tbs = NULL;
+        int tbs_len = i2d_re_X509_tbs(back, &tbs);
+        assert_true(tbs_len > 0 && (size_t)tbs_len < rec.der_len);
+        assert_non_null(memmem(rec.der, rec.der_len, tbs, (size_t)tbs_len));
+        unsigned char *again = NULL;
+        int again_len = i2d_X509(back, &again);
+        assert_int_equal(again_len, (int)rec.der_len);
+        assert_memory_equal(again, rec.der, rec.der_len);
+        OPENSSL_free(tbs);
+        OPENSSL_free(again);
         X509_free(back);
-        OPENSSL_free(der);
         cf_cert_rec_clear(&rec);
-        X509_free(res[i].cert);
+        cf_signed_cert_clear(&res[i].cert);
     }
     cf_fleet_close(f);
     free(csr);
@@ -169,7 +189,7 @@ static void test_validity_beyond_the_issuing_ca_is_refused(void **state)
                         .device_id = "long",
                         .days = 36500,
                         .actor = "unit"};
-    X509 *x = NULL;
+    cf_signed_cert x;
     cf_error err;
     assert_int_equal(cf_fleet_issue(f, &req, &x, &err), CF_ERR_POLICY);
     assert_non_null(strstr(err.msg, "outlives the issuing CA"));

@@ -475,12 +475,12 @@ static void issue_cert(cf_fleet *f, const char *device, char serial[41])
     char *csr = tu_make_csr("ec:P-256", &len);
     cf_issue_req req = {
         .csr = (unsigned char *)csr, .csr_len = len, .device_id = device, .actor = "unit"};
-    X509 *x = NULL;
+    cf_signed_cert c;
     cf_error err;
-    if (cf_fleet_issue(f, &req, &x, &err) != CF_OK)
+    if (cf_fleet_issue(f, &req, &c, &err) != CF_OK)
         fail_msg("issue: %s", err.msg);
-    cf_x509_serial_hex(x, serial);
-    X509_free(x);
+    memcpy(serial, c.serial, CF_SERIAL_HEX_MAX);
+    cf_signed_cert_clear(&c);
     free(csr);
 }
 

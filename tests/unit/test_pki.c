@@ -4,6 +4,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs7.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,15 +369,19 @@ static int issuer_setup(void **state)
     return 0;
 }
 
-static int issuer_teardown(void **state)
+static void issuer_clear(issuer_fixture *f)
 {
-    issuer_fixture *f = *state;
     cf_issuer_free(f->iss);
     X509_free(f->root);
     X509_free(f->ca);
     EVP_PKEY_free(f->root_key);
     EVP_PKEY_free(f->ca_key);
-    free(f);
+}
+
+static int issuer_teardown(void **state)
+{
+    issuer_clear(*state);
+    free(*state);
     return 0;
 }
 
@@ -505,6 +510,88 @@ static void test_device_cert_follows_the_profile(void **state)
     assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(x), k), 1);
     X509_free(x);
     EVP_PKEY_free(k);
+}
+
+/* Device certificates are framed from parts (x509.c, device_der): under every kind of CA
+ * key the signature algorithm must be the one X509_sign writes (the server certificate is
+ * signed that way), inside and outside the TBSCertificate, and the certificate must verify
+ * and re-encode to itself. */
+static void test_device_cert_is_signed_as_x509_sign_would_for_each_ca_key(void **state)
+{
+    (void)state;
+    cf_key_type types[] = {CF_KEY_P256, CF_KEY_P384, CF_KEY_RSA3072};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        issuer_fixture f = {0};
+        cf_error err = {0};
+        f.root_key = ec_key("P-256");
+        if (cf_key_generate(types[t], &f.ca_key, &err) != CF_OK ||
+            cf_x509_make_root(f.root_key, "Unit", "Unit Root", 365, &f.root, &err) != CF_OK ||
+            cf_x509_make_issuing(f.root, f.root_key, f.ca_key, "Unit", "Unit Issuing", ISSUING_DAYS,
+                                 &f.ca, &err) != CF_OK ||
+            cf_issuer_new(f.ca, f.ca_key, "issuing-1", BASE_URL, &f.iss, &err) != CF_OK)
+            fail_msg("issuer %zu: %s", t, err.msg);
+        EVP_PKEY *k = ec_key("P-256");
+        char serial[CF_SERIAL_HEX_MAX];
+        const char *names[] = {"localhost"};
+        X509 *x = sign_device(&f, k, "dev-alg", 7, serial), *server = NULL;
+        assert_int_equal(
+            cf_issuer_sign_server(f.iss, k, "Unit", names, 1, 7, &server, serial, &err), CF_OK);
+        assert_device_profile(&f, x, "dev-alg");
+        const X509_ALGOR *outer, *want;
+        X509_get0_signature(NULL, &outer, x);
+        X509_get0_signature(NULL, &want, server);
+        assert_int_equal(X509_ALGOR_cmp(outer, want), 0);
+        assert_int_equal(X509_ALGOR_cmp(X509_get0_tbs_sigalg(x), want), 0);
+        unsigned char *der = NULL, *again = NULL;
+        int n = i2d_X509(x, &der);
+        X509_set_version(x, X509_VERSION_3); /* marks the TBSCertificate for re-encoding */
+        assert_int_equal(i2d_X509(x, &again), n);
+        assert_memory_equal(der, again, (size_t)n);
+        OPENSSL_free(der);
+        OPENSSL_free(again);
+        X509_free(x);
+        X509_free(server);
+        EVP_PKEY_free(k);
+        issuer_clear(&f);
+    }
+}
+
+/* cf_x509_certs_only frames what EST replies carry; it must be byte for byte what OpenSSL's
+ * PKCS7 encoder makes of the same certificates with the content absent (RFC 5272 4.1: a
+ * Simple PKI Response has no eContent; `openssl crl2pkcs7 -nocrl` makes the same), and
+ * openssl's parser must read it back. */
+static void test_certs_only_is_what_i2d_pkcs7_makes(void **state)
+{
+    issuer_fixture *f = *state;
+    unsigned char *ders[2] = {NULL, NULL}, *ours = NULL, *theirs = NULL;
+    size_t lens[2];
+    X509 *certs[2] = {f->ca, f->root};
+    for (int i = 0; i < 2; i++)
+        lens[i] = (size_t)i2d_X509(certs[i], &ders[i]);
+    int n = cf_x509_certs_only((const unsigned char *const *)ders, lens, 2, &ours);
+    PKCS7 *p7 = PKCS7_new();
+    assert_non_null(p7);
+    assert_int_equal(PKCS7_set_type(p7, NID_pkcs7_signed), 1);
+    assert_int_equal(PKCS7_content_new(p7, NID_pkcs7_data), 1);
+    ASN1_OCTET_STRING_free(p7->d.sign->contents->d.data);
+    p7->d.sign->contents->d.data = NULL;
+    assert_int_equal(PKCS7_add_certificate(p7, f->ca), 1);
+    assert_int_equal(PKCS7_add_certificate(p7, f->root), 1);
+    int m = i2d_PKCS7(p7, &theirs);
+    assert_true(n > 0);
+    assert_int_equal(n, m);
+    assert_memory_equal(ours, theirs, (size_t)n);
+    const unsigned char *p = ours;
+    PKCS7 *back = d2i_PKCS7(NULL, &p, n);
+    assert_non_null(back);
+    assert_int_equal(sk_X509_num(back->d.sign->cert), 2);
+    assert_int_equal(X509_cmp(sk_X509_value(back->d.sign->cert, 1), f->root), 0);
+    PKCS7_free(back);
+    PKCS7_free(p7);
+    OPENSSL_free(ours);
+    OPENSSL_free(theirs);
+    OPENSSL_free(ders[0]);
+    OPENSSL_free(ders[1]);
 }
 
 static void test_device_serial_is_128_bit_positive_and_reported(void **state)
@@ -672,6 +759,9 @@ int main(void)
                                         csr_teardown),
         cmocka_unit_test(test_csr_check_refuses_weak_key_before_signature),
         cmocka_unit_test_setup_teardown(test_device_cert_follows_the_profile, issuer_setup,
+                                        issuer_teardown),
+        cmocka_unit_test(test_device_cert_is_signed_as_x509_sign_would_for_each_ca_key),
+        cmocka_unit_test_setup_teardown(test_certs_only_is_what_i2d_pkcs7_makes, issuer_setup,
                                         issuer_teardown),
         cmocka_unit_test_setup_teardown(test_device_serial_is_128_bit_positive_and_reported,
                                         issuer_setup, issuer_teardown),

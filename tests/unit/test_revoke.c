@@ -57,12 +57,12 @@ static void issue(fx *x, const char *id, char serial[41])
     char *csr = tu_make_csr("ec:P-256", &len);
     cf_issue_req req = {
         .csr = (unsigned char *)csr, .csr_len = len, .device_id = id, .actor = "unit"};
-    X509 *cert;
+    cf_signed_cert cert;
     cf_error err;
     if (cf_fleet_issue(x->f, &req, &cert, &err) != CF_OK)
         fail_msg("issue %s: %s", id, err.msg);
-    cf_x509_serial_hex(cert, serial);
-    X509_free(cert);
+    memcpy(serial, cert.serial, CF_SERIAL_HEX_MAX);
+    cf_signed_cert_clear(&cert);
     free(csr);
 }
 
@@ -311,7 +311,7 @@ static void test_revoke_ca_stops_issuing(int backend)
     char *csr = tu_make_csr("ec:P-256", &len);
     cf_issue_req req = {
         .csr = (unsigned char *)csr, .csr_len = len, .device_id = "dev-2", .actor = "unit"};
-    X509 *cert;
+    cf_signed_cert cert;
     assert_int_not_equal(cf_fleet_issue(other, &req, &cert, &err), CF_OK);
     free(csr);
     cf_fleet_close(other);
