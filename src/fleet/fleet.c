@@ -351,17 +351,9 @@ void cf_fleet_pending_clear(cf_pending_cert *p)
     cf_signed_cert_clear(&p->cert);
 }
 
-cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p,
-                              cf_error *err)
+/* What a request must be before the store is asked anything. */
+static cf_err issue_check_req(const cf_issue_req *req, cf_error *err)
 {
-    X509_PUBKEY *spki = NULL;
-    EVP_PKEY *pub = NULL;
-    cf_device_state state = CF_DEVICE_ACTIVE;
-    char owner[256] = "";
-    cf_err rc;
-
-    memset(p, 0, sizeof *p);
-    p->req = req;
     if (!cf_fleet_device_id_valid(req->device_id))
         return cf_error_set(err, CF_ERR_INVALID,
                             "device id \"%.64s%s\" (%zu characters): use 1-128 characters of"
@@ -371,6 +363,38 @@ cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_c
     if (req->days < 0 || req->days > 36500)
         return cf_error_set(err, CF_ERR_INVALID, "validity of %d days is out of range (1-36500)",
                             req->days);
+    return CF_OK;
+}
+
+/* Starts p for req with the device's state and owner as the store has them now (read only:
+ * cf_fleet_issue_batch does these reads for a whole batch from one snapshot). */
+static cf_err issue_lookup(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p, cf_error *err)
+{
+    cf_device_state state = CF_DEVICE_ACTIVE;
+    memset(p, 0, sizeof *p);
+    p->req = req;
+    cf_err rc = issue_check_req(req, err);
+    if (rc == CF_OK)
+        rc = cf_store_device_owner(f->st, req->device_id, &state, &p->owner_id, p->owner,
+                                   sizeof p->owner, err);
+    if (rc == CF_ERR_NOT_FOUND)
+        return CF_OK;
+    if (rc != CF_OK)
+        return rc;
+    p->device_exists = 1;
+    if (state == CF_DEVICE_DECOMMISSIONED)
+        return cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
+    return CF_OK;
+}
+
+/* Verifies the CSR of p's request and signs its certificate. */
+static cf_err issue_sign(cf_fleet *f, cf_pending_cert *p, cf_error *err)
+{
+    const cf_issue_req *req = p->req;
+    X509_PUBKEY *spki = NULL;
+    EVP_PKEY *pub = NULL;
+    cf_err rc;
+
     if (!f->csr_parser && (rc = cf_csr_parser_new(&f->csr_parser, err)) != CF_OK)
         return rc;
     if ((rc = cf_csr_parse_check(f->csr_parser, req->csr, req->csr_len, &spki, &pub, p->keydesc,
@@ -378,18 +402,6 @@ cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_c
         goto out;
     if ((rc = load_issuer(f, err)) != CF_OK)
         goto out;
-    rc = cf_store_device_owner(f->st, req->device_id, &state, &p->owner_id, owner, sizeof owner,
-                               err);
-    if (rc == CF_ERR_NOT_FOUND)
-        rc = CF_OK;
-    else if (rc == CF_OK)
-        p->device_exists = 1;
-    if (rc != CF_OK)
-        goto out;
-    if (p->device_exists && state == CF_DEVICE_DECOMMISSIONED) {
-        rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
-        goto out;
-    }
     int days = req->days > 0 ? req->days : f->device_days;
     int64_t left = cf_x509_not_after(cf_issuer_cert(f->issuer)) - (int64_t)time(NULL);
     if (req->days > 0 && (int64_t)days * 86400 > left) {
@@ -402,7 +414,7 @@ cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_c
         goto out;
     cf_device_profile profile = {
         .device_id = req->device_id,
-        .org = owner[0] ? owner : f->org,
+        .org = p->owner[0] ? p->owner : f->org,
         .days = days,
         .crl_shard = p->crl_shard,
     };
@@ -411,6 +423,13 @@ out:
     EVP_PKEY_free(pub);
     X509_PUBKEY_free(spki);
     return rc;
+}
+
+cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p,
+                              cf_error *err)
+{
+    cf_err rc = issue_lookup(f, req, p, err);
+    return rc == CF_OK ? issue_sign(f, p, err) : rc;
 }
 
 /* The store's record of c, issued by the loaded issuer (rec borrows c's strings and DER). */
@@ -514,9 +533,19 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
     if (!ps)
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
     size_t good = 0;
+    /* The devices' owners are read from one snapshot (each is read again inside the
+     * transaction that records its certificate), then the requests are verified and signed
+     * with no transaction open. */
+    int reading = cf_store_read_begin(f->st, err) == CF_OK;
     for (size_t i = 0; i < n; i++) {
         memset(&results[i].cert, 0, sizeof results[i].cert);
-        results[i].rc = cf_fleet_issue_prepare(f, &reqs[i], &ps[i], &results[i].err);
+        results[i].rc = issue_lookup(f, &reqs[i], &ps[i], &results[i].err);
+    }
+    if (reading)
+        cf_store_read_end(f->st);
+    for (size_t i = 0; i < n; i++) {
+        if (results[i].rc == CF_OK)
+            results[i].rc = issue_sign(f, &ps[i], &results[i].err);
         good += results[i].rc == CF_OK;
     }
     cf_err rc = CF_OK;

@@ -15,6 +15,7 @@ typedef struct {
     cf_signed_cert cert;
     char keydesc[64];
     int64_t owner_id; /* the device's owner when signed (0: vendor) */
+    char owner[256];  /* its name ("": the vendor) */
     int device_exists;
     int64_t crl_shard; /* the CRL shard its distribution point names (0: none) */
 } cf_pending_cert;

@@ -40,6 +40,7 @@ struct cf_store {
     const struct cf_db_ops *ops;
     cf_store_kind kind;
     int in_txn;
+    int in_read; /* cf_store_read_begin: a read transaction is open (SQLite) */
     /* The audit chain's head as this transaction sees it: locked and read on the first
      * append, advanced by each append, written back once at commit. */
     struct {

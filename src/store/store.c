@@ -394,6 +394,27 @@ cf_err cf_store_begin(cf_store *st, cf_error *err)
     return rc;
 }
 
+cf_err cf_store_read_begin(cf_store *st, cf_error *err)
+{
+    if (st->in_txn)
+        return cf_error_set(err, CF_ERR_INTERNAL, "store: transaction already open");
+    if (st->kind != CF_STORE_SQLITE)
+        return CF_OK;
+    cf_err rc = st->ops->exec(st, "BEGIN", err);
+    if (rc == CF_OK)
+        st->in_read = 1;
+    return rc;
+}
+
+void cf_store_read_end(cf_store *st)
+{
+    if (st->in_read) {
+        cf_error ignored;
+        st->ops->exec(st, "COMMIT", &ignored);
+        st->in_read = 0;
+    }
+}
+
 cf_err cf_store_commit(cf_store *st, cf_error *err)
 {
     cf_err rc = cf_db_audit_flush(st, err);

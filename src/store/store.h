@@ -42,6 +42,13 @@ cf_err cf_store_begin(cf_store *st, cf_error *err);
 cf_err cf_store_commit(cf_store *st, cf_error *err);
 void cf_store_rollback(cf_store *st);
 
+/* A run of reads that belong together, from one snapshot, without a write lock: on SQLite
+ * one read transaction instead of one per statement (each takes and drops the WAL's read
+ * lock); on PostgreSQL nothing (each statement is a round trip either way). No writes and
+ * no cf_store_begin until cf_store_read_end. */
+cf_err cf_store_read_begin(cf_store *st, cf_error *err);
+void cf_store_read_end(cf_store *st);
+
 /* ---- settings (key/value) ---- */
 
 /* *value is new (free()); CF_ERR_NOT_FOUND when key is unset. */
