@@ -191,6 +191,10 @@ static cf_err client_cert(const cf_enroll_req *req, const char *what, cf_enroll_
         snprintf(msg, sizeof msg, "no client certificate: present %s", what);
         return unauthenticated(res, err, msg);
     }
+    if (req->client_x509 && X509_up_ref(req->client_x509)) {
+        *out = req->client_x509;
+        return CF_OK;
+    }
     if (!(*out = d2i_X509(NULL, &p, (long)req->client_der_len)))
         return unauthenticated(res, err, "client certificate cannot be read");
     return CF_OK;

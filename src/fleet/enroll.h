@@ -33,6 +33,9 @@ typedef struct {
     const unsigned char *csr; /* PKCS#10, DER or PEM */
     size_t csr_len;
     const char *label; /* the EST label (an owner's name); NULL or "": none */
+    /* The same certificate as the TLS handshake decoded it (borrowed), or NULL: then it is
+     * decoded from client_der (under OpenSSL 3.0 a costly step, with its key). */
+    X509 *client_x509;
 } cf_enroll_req;
 
 typedef struct {

@@ -17,20 +17,29 @@
 #define CERTS_ONLY "application/pkcs7-mime; smime-type=certs-only"
 
 /* The client's certificate as DER (*der: OPENSSL_free), or NULL when it sent none. */
-static unsigned char *peer_der(srv_req *r, size_t *len)
+/* The client's certificate as the TLS handshake decoded it (borrowed), or NULL. */
+static X509 *peer_cert(srv_req *r)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-    X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
-    unsigned char *der = NULL;
-    int n = peer ? i2d_X509(peer, &der) : -1;
+    return ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+}
+
+/* The client's certificate: in req (DER, and the handshake's X509) and, for the caller to
+ * free, *der (OPENSSL_free; NULL when the client sent none). */
+static void peer_into(srv_req *r, cf_enroll_req *req, unsigned char **der)
+{
+    X509 *peer = peer_cert(r);
+    int n = peer ? i2d_X509(peer, der) : -1;
     if (n <= 0) {
-        OPENSSL_free(der);
-        return NULL;
+        OPENSSL_free(*der);
+        *der = NULL;
+        return;
     }
-    *len = (size_t)n;
-    return der;
+    req->client_der = *der;
+    req->client_der_len = (size_t)n;
+    req->client_x509 = peer;
 }
 
 /* The body's base64 (line breaks and other white space tolerated, RFC 8951) decoded into
@@ -178,14 +187,12 @@ static void enroll_common(srv_req *r, srv_est_op op, enroll_fn fn)
     cf_enroll_result res = {0};
     cf_error err = {0};
     unsigned char *csr = NULL, *client = NULL;
-    size_t csr_len = 0, client_len = 0;
+    size_t csr_len = 0;
     if (body_der(r, &csr, &csr_len) != 0) {
         count(r, op, SRV_EST_REFUSED);
         return;
     }
-    client = peer_der(r, &client_len);
-    req.client_der = client;
-    req.client_der_len = client_len;
+    peer_into(r, &req, &client);
     req.csr = csr;
     req.csr_len = csr_len;
     cf_err rc = fn(r->w->fleet, &req, &res, &err);
@@ -223,9 +230,9 @@ void srv_device_self(srv_req *r)
     cf_enroll_result res = {0};
     cf_error err = {0};
     json_t *j = NULL;
-    size_t len = 0;
-    unsigned char *client = peer_der(r, &len);
-    cf_enroll_req req = {.client_der = client, .client_der_len = len};
+    unsigned char *client = NULL;
+    cf_enroll_req req = {0};
+    peer_into(r, &req, &client);
     cf_err rc = cf_fleet_device_self(r->w->fleet, &req, &res, &j, &err);
     snprintf(r->device, sizeof r->device, "%s", res.device);
     if (rc != CF_OK && res.unauthenticated) {

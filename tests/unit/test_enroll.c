@@ -520,8 +520,8 @@ static void test_concurrent_birth_enrollments_issue_once(void **state)
         pthread_barrier_t start;
         pthread_barrier_init(&start, NULL, 2);
         racer r[2] = {
-            {f1, {birth, (size_t)blen, csr1, (size_t)c1, NULL}, &start, CF_OK, {0}},
-            {f2, {birth, (size_t)blen, csr2, (size_t)c2, NULL}, &start, CF_OK, {0}},
+            {f1, {birth, (size_t)blen, csr1, (size_t)c1, NULL, NULL}, &start, CF_OK, {0}},
+            {f2, {birth, (size_t)blen, csr2, (size_t)c2, NULL, NULL}, &start, CF_OK, {0}},
         };
         pthread_t t[2];
         for (int i = 0; i < 2; i++)
