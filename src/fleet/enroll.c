@@ -411,6 +411,7 @@ static const char *const how_names[] = {"birth", "serverkeygen", "reenroll"};
 typedef struct {
     enroll_how how;
     const char *device_id;
+    const cf_enroll_device *dev; /* as read before signing */
     const cf_enroll_policy *policy;
     const char *previous; /* reenroll: the serial superseded */
     int64_t label_owner;
@@ -462,8 +463,7 @@ static cf_err supersede(cf_store *st, const enroll_ctx *c, const char *by, json_
 }
 
 /* Re-checks the device under its lock, records the certificate, and audits the enrollment. */
-static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, const cf_pending_cert *p,
-                            cf_error *err)
+static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p, cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
     cf_enroll_device d = {0};
@@ -471,6 +471,9 @@ static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, const cf_pending_c
     cf_err rc = cf_store_enroll_device_get(st, c->device_id, 1, &d, err);
     if (rc != CF_OK)
         return rc;
+    p->locked = 1;
+    p->locked_state = d.state;
+    p->locked_owner = d.owner_id;
     if ((rc = device_admissible(&d, c->label_owner, c->label, err)) != CF_OK)
         goto out;
     if (c->how == HOW_REENROLL && d.state != CF_DEVICE_ACTIVE) {
@@ -507,7 +510,8 @@ static cf_err enroll_issue(cf_fleet *f, const enroll_ctx *c, const cf_issue_req 
     cf_pending_cert p;
     cf_err rc = CF_OK;
     for (int attempt = 0; attempt < 3; attempt++) {
-        if ((rc = cf_fleet_issue_prepare(f, ireq, &p, err)) != CF_OK)
+        if ((rc = cf_fleet_issue_prepare_known(f, ireq, c->dev->state, c->dev->owner_id,
+                                               c->dev->owner, &p, err)) != CF_OK)
             break;
         if ((rc = cf_store_begin(st, err)) != CF_OK)
             break;
@@ -636,6 +640,7 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
         ireq.csr_len = (size_t)gen_len;
     }
     enroll_ctx c = {.how = how,
+                    .dev = &d,
                     .device_id = d.id,
                     .policy = &pol,
                     .label_owner = label_owner,
@@ -736,6 +741,7 @@ cf_err cf_fleet_reenroll(cf_fleet *f, const cf_enroll_req *req, cf_enroll_result
     cf_issue_req ireq = {
         .csr = req->csr, .csr_len = req->csr_len, .device_id = d.id, .actor = actor};
     enroll_ctx c = {.how = HOW_REENROLL,
+                    .dev = &d,
                     .device_id = d.id,
                     .policy = &pol,
                     .previous = cert.serial,

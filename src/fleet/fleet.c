@@ -366,25 +366,34 @@ static cf_err issue_check_req(const cf_issue_req *req, cf_error *err)
     return CF_OK;
 }
 
+/* p for req, about an existing device in state with owner owner_id named owner. */
+static cf_err issue_known(const cf_issue_req *req, cf_device_state state, int64_t owner_id,
+                          const char *owner, cf_pending_cert *p, cf_error *err)
+{
+    p->device_exists = 1;
+    p->owner_id = owner_id;
+    snprintf(p->owner, sizeof p->owner, "%s", owner ? owner : "");
+    if (state == CF_DEVICE_DECOMMISSIONED)
+        return cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
+    return CF_OK;
+}
+
 /* Starts p for req with the device's state and owner as the store has them now (read only:
  * cf_fleet_issue_batch does these reads for a whole batch from one snapshot). */
 static cf_err issue_lookup(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p, cf_error *err)
 {
     cf_device_state state = CF_DEVICE_ACTIVE;
+    int64_t owner_id = 0;
+    char owner[sizeof p->owner];
     memset(p, 0, sizeof *p);
     p->req = req;
     cf_err rc = issue_check_req(req, err);
     if (rc == CF_OK)
-        rc = cf_store_device_owner(f->st, req->device_id, &state, &p->owner_id, p->owner,
-                                   sizeof p->owner, err);
+        rc = cf_store_device_owner(f->st, req->device_id, &state, &owner_id, owner, sizeof owner,
+                                   err);
     if (rc == CF_ERR_NOT_FOUND)
         return CF_OK;
-    if (rc != CF_OK)
-        return rc;
-    p->device_exists = 1;
-    if (state == CF_DEVICE_DECOMMISSIONED)
-        return cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
-    return CF_OK;
+    return rc == CF_OK ? issue_known(req, state, owner_id, owner, p, err) : rc;
 }
 
 /* Verifies the CSR of p's request and signs its certificate. */
@@ -432,6 +441,18 @@ cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_c
     return rc == CF_OK ? issue_sign(f, p, err) : rc;
 }
 
+cf_err cf_fleet_issue_prepare_known(cf_fleet *f, const cf_issue_req *req, cf_device_state state,
+                                    int64_t owner_id, const char *owner, cf_pending_cert *p,
+                                    cf_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->req = req;
+    cf_err rc = issue_check_req(req, err);
+    if (rc == CF_OK)
+        rc = issue_known(req, state, owner_id, owner, p, err);
+    return rc == CF_OK ? issue_sign(f, p, err) : rc;
+}
+
 /* The store's record of c, issued by the loaded issuer (rec borrows c's strings and DER). */
 static void cert_rec_fill(cf_fleet *f, const cf_signed_cert *c, const char *device_id,
                           int64_t owner_id, cf_cert_rec *rec)
@@ -468,17 +489,22 @@ cf_err cf_fleet_issue_record(cf_fleet *f, const cf_pending_cert *p, cf_error *er
 
     if (!p->device_exists)
         rc = cf_store_device_ensure(f->st, req->device_id, CF_DEVICE_ACTIVE, &created, err);
-    if (rc == CF_OK && !created) {
+    if (rc == CF_OK && !created && p->locked) {
+        state = p->locked_state; /* the caller read it in this transaction, under its lock */
+        owner_id = p->locked_owner;
+    } else if (rc == CF_OK && !created) {
         /* Re-read inside the transaction: the device may have changed hands since it was
          * signed for. */
         rc = cf_store_device_owner(f->st, req->device_id, &state, &owner_id, owner, sizeof owner,
                                    err);
-        if (rc == CF_OK && state == CF_DEVICE_DECOMMISSIONED)
+    }
+    if (rc == CF_OK && !created) {
+        if (state == CF_DEVICE_DECOMMISSIONED)
             rc = cf_error_set(err, CF_ERR_POLICY, "device %s is decommissioned", req->device_id);
-        else if (rc == CF_OK && owner_id != p->owner_id)
+        else if (owner_id != p->owner_id)
             rc = cf_error_set(err, CF_ERR_STATE, "device %s changed owner during issuance",
                               req->device_id);
-        else if (rc == CF_OK && state != CF_DEVICE_ACTIVE)
+        else if (state != CF_DEVICE_ACTIVE)
             rc = cf_store_device_set_state(f->st, req->device_id, CF_DEVICE_ACTIVE, err);
     }
     if (rc == CF_OK)

@@ -18,6 +18,11 @@ typedef struct {
     char owner[256];  /* its name ("": the vendor) */
     int device_exists;
     int64_t crl_shard; /* the CRL shard its distribution point names (0: none) */
+    /* Set by a caller that has read the device in the recording transaction, under its row
+     * lock (locked_state, locked_owner): cf_fleet_issue_record need not read it again. */
+    int locked;
+    cf_device_state locked_state;
+    int64_t locked_owner;
 } cf_pending_cert;
 
 /* Verifies req's CSR (proof of possession, key policy) and signs the certificate under the
@@ -25,6 +30,12 @@ typedef struct {
  * failure). */
 cf_err cf_fleet_issue_prepare(cf_fleet *f, const cf_issue_req *req, cf_pending_cert *p,
                               cf_error *err);
+
+/* The same for an existing device the caller has just read (its state, its owner's id and
+ * name, NULL for the vendor): the store is not asked again before signing. */
+cf_err cf_fleet_issue_prepare_known(cf_fleet *f, const cf_issue_req *req, cf_device_state state,
+                                    int64_t owner_id, const char *owner, cf_pending_cert *p,
+                                    cf_error *err);
 
 /* Inside the caller's transaction: the device (created, or made active), the certificate
  * and its audit record (cert.issue). CF_ERR_STATE when the device changed owner since it
