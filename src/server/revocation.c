@@ -201,6 +201,32 @@ static void ocsp_send(srv_req *r, const ocsp_entry *e, int is_get)
         set_header(r, "Cache-Control", "no-store");
 }
 
+/* The change feed's head for w's requests. Read from the store only when the feed's bell
+ * has rung since the last read (cf_store_change_bell), or after HEAD_REREAD_US in any case:
+ * a writer killed between its commit and its ring must not leave answers stale for long.
+ * Without a bell (PostgreSQL) every request reads it. */
+#define HEAD_REREAD_US 1000000
+
+static cf_err change_head(srv_worker *w, int64_t *seq, cf_error *err)
+{
+    cf_store *st = cf_fleet_store(w->fleet);
+    int64_t bell = cf_store_change_bell(st), now = cf_time_now_us();
+    if (bell >= 0 && w->head.valid && bell == w->head.bell &&
+        now - w->head.read_us < HEAD_REREAD_US) {
+        *seq = w->head.seq;
+        return CF_OK;
+    }
+    w->head.valid = 0;
+    cf_err rc = cf_store_change_last(st, seq, err);
+    if (rc == CF_OK) {
+        w->head.valid = 1;
+        w->head.bell = bell;
+        w->head.seq = *seq;
+        w->head.read_us = now;
+    }
+    return rc;
+}
+
 static void ocsp_answer(srv_req *r, srv_ocsp *o, const unsigned char *der, size_t len, int is_get)
 {
     cf_store *st = cf_fleet_store(r->w->fleet);
@@ -236,7 +262,7 @@ static void ocsp_answer(srv_req *r, srv_ocsp *o, const unsigned char *der, size_
                     "no CertID of an issuer answered for", NULL);
         goto out;
     }
-    if (cf_store_change_last(st, &change_seq, &err) != CF_OK) {
+    if (change_head(r->w, &change_seq, &err) != CF_OK) {
         ocsp_internal(r, &err);
         goto out;
     }
@@ -555,7 +581,7 @@ void srv_crl_get(srv_req *r, srv_crls *c)
         srv_fail(r, 404, SRV_CAUSE_NO_ROUTE, "no such CRL: use /crl/CA.crl or /crl/CA-delta.crl");
         return;
     }
-    if (cf_store_change_last(cf_fleet_store(r->w->fleet), &head, &err) != CF_OK) {
+    if (change_head(r->w, &head, &err) != CF_OK) {
         srv_fail_err(r, &err);
         return;
     }

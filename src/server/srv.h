@@ -85,9 +85,13 @@ typedef struct srv_worker {
     char *cacerts; /* EST cacerts body (base64 PKCS#7), built at start and reload */
     size_t cacerts_len;
     struct srv_ocsp *ocsp; /* the worker's OCSP responder and response cache (rev.h) */
-    int conns;             /* open TLS connections */
-    int accepting_paused;  /* TLS listener disabled at the connection cap */
-    int inflight;          /* replies handed to evhttp and not yet sent */
+    struct {
+        int valid;
+        int64_t bell, seq, read_us;
+    } head;    /* the change feed's head as last read, and the bell then (srv_change_head) */
+    int conns; /* open TLS connections */
+    int accepting_paused; /* TLS listener disabled at the connection cap */
+    int inflight;         /* replies handed to evhttp and not yet sent */
     int64_t stop_deadline_us;
     srv_metrics metrics;
 } srv_worker;

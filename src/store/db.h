@@ -49,6 +49,11 @@ struct cf_store {
         unsigned char hash[CF_HASH_LEN];
     } audit;
     char desc[256]; /* the URL with any password removed, for messages */
+    /* The change feed's bell (cf_store_change_bell): a counter shared by every process on
+     * the store, or NULL when the store has none. A transaction that added to the feed
+     * (bell_due) rings it once its commit has returned. */
+    int64_t *bell;
+    int bell_due;
 };
 
 cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err);

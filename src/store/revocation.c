@@ -462,6 +462,7 @@ cf_err cf_store_change_insert(cf_store *st, const cf_change_rec *rec, cf_error *
     bind_opt_text(st, s, 6, rec->device_id);
     st->ops->bind_int64(s, 7, rec->count);
     st->ops->bind_text(s, 8, rec->details ? rec->details : "{}");
+    st->bell_due = 1;
     return cf_db_run(st, s, err);
 }
 

@@ -372,6 +372,11 @@ void cf_store_close(cf_store *st)
     st->ops->close(st);
 }
 
+int64_t cf_store_change_bell(cf_store *st)
+{
+    return st->bell ? __atomic_load_n(st->bell, __ATOMIC_ACQUIRE) & INT64_MAX : -1;
+}
+
 cf_store_kind cf_store_get_kind(const cf_store *st)
 {
     return st->kind;
@@ -426,12 +431,16 @@ cf_err cf_store_commit(cf_store *st, cf_error *err)
         return rc;
     }
     st->in_txn = 0;
+    if (st->bell_due && st->bell)
+        __atomic_add_fetch(st->bell, 1, __ATOMIC_SEQ_CST);
+    st->bell_due = 0;
     return CF_OK;
 }
 
 void cf_store_rollback(cf_store *st)
 {
     memset(&st->audit, 0, sizeof st->audit);
+    st->bell_due = 0;
     if (!st->in_txn)
         return;
     st->ops->exec(st, "ROLLBACK", NULL);

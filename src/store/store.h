@@ -281,6 +281,17 @@ cf_err cf_store_changes_list(cf_store *st, int64_t since, int64_t limit, cf_chan
 /* The sequence number of the last change (0: none). */
 cf_err cf_store_change_last(cf_store *st, int64_t *seq, cf_error *err);
 
+/* The change feed's bell: a count that moves whenever a transaction that added to the feed
+ * has committed, in any process on the store, read at memory speed. A reader that read
+ * the count c and then cf_store_change_last may take that head as current for as long as
+ * the count still reads c: the bell rings after the commit returns, so a change committed
+ * before the count was read is in the head, and a later one moves the count. A process
+ * killed between its commit and its ring leaves the bell behind: readers re-read the head
+ * now and then anyway. SQLite: a counter in the file PATH-changes beside the database,
+ * mapped shared by every process; -1 where there is none (PostgreSQL, an in-memory
+ * database, a file that cannot be mapped): ask cf_store_change_last each time. */
+int64_t cf_store_change_bell(cf_store *st);
+
 /* Devices that had a certificate revoked by operation seq and have no good certificate
  * left go from active or suspended to revoked. */
 cf_err cf_store_devices_revoked_state(cf_store *st, int64_t seq, int64_t now_us, cf_error *err);

@@ -17,7 +17,7 @@ issue() {
     cf issue --csr "$T/$1.csr" --device "$1" --out "$T/$1.pem" || fail "issue $1"
 }
 serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
-for d in dev-a dev-b dev-c dev-d dev-e; do issue "$d"; done
+for d in dev-a dev-b dev-c dev-d dev-e dev-f; do issue "$d"; done
 
 serve_start --threads 2
 
@@ -60,6 +60,23 @@ curl -s -o "$T/get2.der" "$PLAIN/ocsp/$B64" || fail "GET unescaped"
 grep -q "good" <<<"$(openssl ocsp -respin "$T/get2.der" -sha256 -issuer "$T/issuing.pem" \
     -cert "$T/dev-b.pem" -CAfile "$T/chain.pem" -no_nonce 2>&1)" || fail "GET with a SHA-256 CertID"
 pass "OCSP GET per RFC 5019 (SHA-1 and SHA-256 CertIDs) with caching headers"
+
+# A cached answer (RFC 5019 GET, no nonce) goes the moment another process revokes: the
+# workers answer dev-f "good" from their caches, `certfleet revoke` runs as a process of its
+# own, and the very next GETs (new connections, whichever worker takes them) say revoked.
+openssl ocsp -issuer "$T/issuing.pem" -cert "$T/dev-f.pem" -no_nonce -reqout "$T/req3.der" >/dev/null
+B64F=$(base64 -w0 "$T/req3.der")
+get_f() {
+    curl -s -o "$T/get3.der" "$PLAIN/ocsp/$B64F" || return 1
+    openssl ocsp -respin "$T/get3.der" -issuer "$T/issuing.pem" -cert "$T/dev-f.pem" \
+        -CAfile "$T/chain.pem" -no_nonce 2>&1 | grep "^$T/dev-f.pem: " || true
+}
+for _ in 1 2 3 4 5 6; do [ "$(get_f)" = "$T/dev-f.pem: good" ] || fail "dev-f not good: $(get_f)"; done
+cf revoke --serial "$(serial_of "$T/dev-f.pem")" >/dev/null || fail "revoke dev-f"
+for _ in 1 2 3 4 5 6; do
+    [ "$(get_f)" = "$T/dev-f.pem: revoked" ] || fail "a cached answer outlived the revocation"
+done
+pass "cached OCSP answers are dropped the moment another process revokes"
 
 # ---- CRLs ----
 curl -s -D "$T/crlh" -o "$T/full.crl" "$PLAIN/crl/issuing-1.crl" || fail "GET full CRL"

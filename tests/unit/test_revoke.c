@@ -380,6 +380,47 @@ static void test_change_feed(int backend)
     close_fx(x);
 }
 
+/* The change feed's bell: on SQLite every handle on the database sees it move after a
+ * committed change (a revoke through another handle, as another process would), and not
+ * after a rolled back one or a write that adds nothing to the feed; PostgreSQL has none. */
+static void test_change_bell(int backend)
+{
+    fx *x = open_fx(backend);
+    cf_fleet *other;
+    cf_error err;
+    char s1[41];
+    cf_revoke_result res;
+    assert_int_equal(cf_fleet_open(x->dir, x->url, &other, &err), CF_OK);
+    cf_store *st = cf_fleet_store(x->f), *st2 = cf_fleet_store(other);
+    int64_t before = cf_store_change_bell(st2);
+    if (backend == TU_POSTGRES) {
+        assert_int_equal(before, -1);
+        cf_fleet_close(other);
+        close_fx(x);
+        return;
+    }
+    assert_true(before >= 0);
+    assert_int_equal(cf_store_change_bell(st), before);
+    issue(x, "dev-1", s1); /* a certificate and its audit record: nothing for the feed */
+    assert_int_equal(cf_store_change_bell(st2), before);
+    cf_change_rec ch = {.seq = 999, .time_us = 1, .kind = "test"};
+    assert_int_equal(cf_store_begin(st, &err), CF_OK);
+    assert_int_equal(cf_store_change_insert(st, &ch, &err), CF_OK);
+    cf_store_rollback(st);
+    assert_int_equal(cf_store_change_bell(st2), before);
+    assert_int_equal(revoke(x, &vendor, CF_SEL_SERIAL, s1, -1, &res, &err), CF_OK);
+    int64_t after = cf_store_change_bell(st2);
+    assert_true(after > before);
+    struct stat sb;
+    char path[800];
+    assert_int_equal(strncmp(x->url, "sqlite:", 7), 0);
+    snprintf(path, sizeof path, "%s-changes", x->url + 7);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    cf_fleet_close(other);
+    close_fx(x);
+}
+
 static X509_CRL *parse(unsigned char *der, size_t len)
 {
     const unsigned char *p = der;
@@ -647,6 +688,7 @@ BOTH(test_crl_numbers_increase_across_store_handles)
 BOTH(test_revoke_ca_stops_issuing)
 BOTH(test_scoped_callers)
 BOTH(test_change_feed)
+BOTH(test_change_bell)
 BOTH(test_transfer_and_decommission_are_published)
 BOTH(test_crl_shards)
 BOTH(test_builder_is_incremental)
@@ -665,6 +707,7 @@ int main(void)
         T(test_revoke_ca_stops_issuing),
         T(test_scoped_callers),
         T(test_change_feed),
+        T(test_change_bell),
         T(test_transfer_and_decommission_are_published),
         T(test_crl_shards),
         T(test_builder_is_incremental),
