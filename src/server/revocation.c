@@ -18,6 +18,7 @@
 #define OCSP_VALIDITY_S 3600   /* nextUpdate - thisUpdate of an OCSP response */
 #define OCSP_REFRESH_S 1800    /* a cached response is signed anew after this long */
 #define OCSP_CACHE_SLOTS 65536 /* per worker; a power of two */
+#define OCSP_KEY_MAX 160       /* longest request kept as a cache key (RFC 5019's are ~80) */
 #define CRL_REBASE_S 3600      /* a delta CRL's base full CRL is at most this old */
 
 static void set_header(srv_req *r, const char *name, const char *value)
@@ -71,8 +72,13 @@ static int not_modified(srv_req *r, const char *etag)
 
 /* ---- OCSP ---- */
 
+/* A cached response, keyed by the exact bytes of the request it answers (one CertID, no
+ * nonce): a repeated request is answered without being parsed again. */
 typedef struct {
-    char key[64]; /* "CA:HASH:SERIAL"; "" when free */
+    unsigned char key[OCSP_KEY_MAX]; /* the request's DER */
+    size_t key_len;                  /* 0 when free */
+    int64_t ca_id;                   /* the CertID's issuer and serial */
+    char serial[CF_SERIAL_HEX_MAX];
     unsigned char *der;
     size_t len;
     int64_t status_seq, change_seq, this_update, next_update;
@@ -122,12 +128,13 @@ void srv_ocsp_free(srv_ocsp *o)
     free(o);
 }
 
-/* The slot of key: its entry, or where it goes (one slot per key: a collision replaces). */
-static ocsp_entry *cache_slot(srv_ocsp *o, const char *key)
+/* The slot of a request's bytes: its entry, or where it goes (one slot per key: a collision
+ * replaces). */
+static ocsp_entry *cache_slot(srv_ocsp *o, const unsigned char *key, size_t len)
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (const char *p = key; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ key[i]) * 1099511628211ULL;
     return &o->cache[h & (OCSP_CACHE_SLOTS - 1)];
 }
 
@@ -230,7 +237,7 @@ static cf_err change_head(srv_worker *w, int64_t *seq, cf_error *err)
 static void ocsp_answer(srv_req *r, srv_ocsp *o, const unsigned char *der, size_t len, int is_get)
 {
     cf_store *st = cf_fleet_store(r->w->fleet);
-    cf_ocsp_request q;
+    cf_ocsp_request q = {0};
     cf_error err;
     int64_t change_seq = 0, now = time(NULL);
     cf_ocsp_status *st_out = NULL;
@@ -249,6 +256,25 @@ static void ocsp_answer(srv_req *r, srv_ocsp *o, const unsigned char *der, size_
         if (o->renew_at < now + 3600)
             o->renew_at = now + 3600;
     }
+    if (len <= OCSP_KEY_MAX) { /* asked before? (RFC 5019's requests are all alike) */
+        slot = cache_slot(o, der, len);
+        if (slot->key_len == len && memcmp(slot->key, der, len) == 0 &&
+            now < slot->this_update + OCSP_REFRESH_S) {
+            cf_cert_state cs;
+            if (change_head(r->w, &change_seq, &err) != CF_OK) {
+                ocsp_internal(r, &err);
+                goto out;
+            }
+            if (slot->change_seq != change_seq && /* something changed: this one? */
+                cf_store_cert_state(st, slot->ca_id, slot->serial, &cs, &err) == CF_OK &&
+                cs.status_seq == slot->status_seq)
+                slot->change_seq = change_seq;
+            if (slot->change_seq == change_seq) {
+                ocsp_send(r, slot, is_get);
+                goto out;
+            }
+        }
+    }
     if (cf_ocsp_request_parse(o->resp, der, len, &q, &err) != CF_OK) {
         ocsp_refuse(r, 200, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, SRV_CAUSE_BAD_REQUEST,
                     "malformed request", err.msg);
@@ -266,25 +292,13 @@ static void ocsp_answer(srv_req *r, srv_ocsp *o, const unsigned char *der, size_
         ocsp_internal(r, &err);
         goto out;
     }
-    if (q.n == 1 && !q.has_nonce) { /* RFC 5019's request: answered from the cache */
-        char key[64];
-        snprintf(key, sizeof key, "%lld:%d:%s", (long long)q.queries[0].ca_id,
-                 q.queries[0].hash_nid, q.queries[0].serial);
-        slot = cache_slot(o, key);
-        if (strcmp(slot->key, key) == 0 && now < slot->this_update + OCSP_REFRESH_S) {
-            cf_cert_state cs;
-            cf_err rc = CF_OK;
-            if (slot->change_seq != change_seq) { /* something changed: this one? */
-                rc = cf_store_cert_state(st, q.queries[0].ca_id, q.queries[0].serial, &cs, &err);
-                if (rc == CF_OK && cs.status_seq == slot->status_seq)
-                    slot->change_seq = change_seq;
-            }
-            if (slot->change_seq == change_seq) {
-                ocsp_send(r, slot, is_get);
-                goto out;
-            }
-        }
-        snprintf(fresh.key, sizeof fresh.key, "%s", key);
+    if (!slot || q.n != 1 || q.has_nonce) /* only RFC 5019's requests are kept */
+        slot = NULL;
+    if (slot) {
+        memcpy(fresh.key, der, len);
+        fresh.key_len = len;
+        fresh.ca_id = q.queries[0].ca_id;
+        snprintf(fresh.serial, sizeof fresh.serial, "%s", q.queries[0].serial);
     }
     if (!(st_out = calloc(q.n, sizeof *st_out))) {
         ocsp_refuse(r, 200, OCSP_RESPONSE_STATUS_TRYLATER, SRV_CAUSE_FLEET + CF_ERR_NOMEM,

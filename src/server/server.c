@@ -273,12 +273,27 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A worker's event loop. With epoll's change list, the interest changes of one loop turn
+ * are handed to the kernel together, and those that cancel out (a connection's write
+ * interest added and dropped around each reply on a keep-alive connection) not at all:
+ * epoll_ctl was a tenth of the server's time under keep-alive OCSP load. No descriptor here
+ * is a dup() of another, the case the change list cannot handle. */
+static struct event_base *worker_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *base = NULL;
+    if (cfg && event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) == 0)
+        base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base ? base : event_base_new();
+}
+
 static cf_err worker_init(srv *s, srv_worker *w, int index, SSL_CTX *ctx, cf_error *err)
 {
     w->srv = s;
     w->index = index;
     pthread_mutex_init(&w->ctl_lock, NULL);
-    if (!(w->base = event_base_new()) || !(w->https = http_new(w)) || !(w->http = http_new(w)) ||
+    if (!(w->base = worker_base()) || !(w->https = http_new(w)) || !(w->http = http_new(w)) ||
         !(w->ctl_ev = event_new(w->base, -1, 0, worker_ctl, w)))
         return cf_error_set(err, CF_ERR_NOMEM, "worker %d: out of memory", index);
     SSL_CTX_up_ref(ctx);
