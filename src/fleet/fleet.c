@@ -12,7 +12,9 @@
 
 #include "audit/audit.h"
 #include "core/fs.h"
+#include "core/log.h"
 #include "core/util.h"
+#include "fleet/revoke.h"
 #include "pki/csr.h"
 
 struct cf_fleet {
@@ -244,6 +246,20 @@ cf_err cf_fleet_init(cf_fleet *f, const cf_init_opts *o, cf_error *err)
         rc = cf_store_commit(f->st, err);
     else
         cf_store_rollback(f->st);
+    if (rc == CF_OK) {
+        /* The OCSP responder's delegated certificate (RFC 6960 4.2.2.2), so that the CA is
+         * answered for from the first request; a server renews it as it runs. A CA key in a
+         * token whose PIN came with this command only (the store keeps no PIN) cannot sign
+         * it now: then the first certfleet serve makes it. */
+        cf_ocsp_responder *resp = NULL;
+        cf_error e2 = {0};
+        if (cf_fleet_ocsp_responder(f, &resp, NULL, &e2) != CF_OK)
+            cf_log(CF_LOG_WARN,
+                   "init: the OCSP responder's certificate is not made yet (certfleet serve"
+                   " makes it at start): %s",
+                   e2.msg);
+        cf_ocsp_responder_free(resp);
+    }
 out:
     if (rc != CF_OK) {
         if (root.path[0])

@@ -49,11 +49,13 @@ struct cf_store {
         unsigned char hash[CF_HASH_LEN];
     } audit;
     char desc[256]; /* the URL with any password removed, for messages */
-    /* The change feed's bell (cf_store_change_bell): a counter shared by every process on
-     * the store, or NULL when the store has none. A transaction that added to the feed
-     * (bell_due) rings it once its commit has returned. */
+    /* The change feed's bell (cf_store_change_bell): a counter in the file bell_path (NULL:
+     * the store has none), mapped at its first use and shared by every process on the
+     * store. A transaction that added to the feed (bell_due) rings it once its commit has
+     * returned. */
+    char *bell_path;
     int64_t *bell;
-    int bell_due;
+    int bell_due, bell_failed;
 };
 
 cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err);

@@ -1,14 +1,11 @@
 /* db_sqlite.c - the SQLite driver: WAL, foreign keys, busy timeout, cached statements. */
-#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "core/util.h"
 #include "store/db.h"
 
 #define SQLITE_CACHE_MAX 128
@@ -161,8 +158,6 @@ static void sq_close(cf_store *st)
         free(ss->cache[i].stmt);
     }
     sqlite3_close(ss->db);
-    if (ss->base.bell)
-        munmap(ss->base.bell, sizeof *ss->base.bell);
     free(ss);
 }
 
@@ -181,29 +176,6 @@ static const struct cf_db_ops sqlite_ops = {
     .done = sq_done,
     .close = sq_close,
 };
-
-/* The change feed's bell (cf_store_change_bell): a counter in PATH-changes, mapped shared so
- * that every process on this database sees the others' rings. NULL when there is no such
- * file to be had (an in-memory or URI database, a read-only directory). */
-static int64_t *bell_map(const char *path)
-{
-    char name[PATH_MAX];
-    struct stat sb;
-    void *m = MAP_FAILED;
-    if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0 ||
-        snprintf(name, sizeof name, "%s-changes", path) >= (int)sizeof name)
-        return NULL;
-    int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return NULL;
-    /* Growing an empty file to 8 bytes zeroes them; a file already that long is left as it
-     * is, so processes opening the store together cannot reset each other's count. */
-    if (fstat(fd, &sb) == 0 &&
-        (sb.st_size >= (off_t)sizeof(int64_t) || ftruncate(fd, (off_t)sizeof(int64_t)) == 0))
-        m = mmap(NULL, sizeof(int64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    return m == MAP_FAILED ? NULL : m;
-}
 
 cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
 {
@@ -235,7 +207,12 @@ cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
         sq_close(&ss->base);
         return e;
     }
-    ss->base.bell = bell_map(path);
+    /* The change feed's bell (cf_store_change_bell) lives beside the database; no bell for
+     * an in-memory or URI database. */
+    char bell[PATH_MAX];
+    if (*path && strcmp(path, ":memory:") != 0 && strncmp(path, "file:", 5) != 0 &&
+        snprintf(bell, sizeof bell, "%s-changes", path) < (int)sizeof bell)
+        ss->base.bell_path = cf_strdup(bell);
     *out = &ss->base;
     return CF_OK;
 }

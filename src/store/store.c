@@ -1,8 +1,14 @@
 /* store.c - opening a store, schema migrations, transactions and settings. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/log.h"
 #include "core/util.h"
 #include "store/db.h"
 
@@ -369,12 +375,43 @@ void cf_store_close(cf_store *st)
         return;
     if (st->in_txn)
         cf_store_rollback(st);
+    if (st->bell)
+        munmap(st->bell, sizeof *st->bell);
+    free(st->bell_path);
     st->ops->close(st);
+}
+
+/* The bell's counter, mapped from st->bell_path at first use (made then if need be, so a
+ * store that never touches the change feed leaves no file); NULL when there is none. */
+static int64_t *bell(cf_store *st)
+{
+    if (st->bell || !st->bell_path || st->bell_failed)
+        return st->bell;
+    struct stat sb;
+    void *m = MAP_FAILED;
+    int fd = open(st->bell_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* Growing an empty file to 8 bytes zeroes them; a file already that long is left as it
+     * is, so processes mapping it together cannot reset each other's count. */
+    if (fd >= 0 && fstat(fd, &sb) == 0 &&
+        (sb.st_size >= (off_t)sizeof(int64_t) || ftruncate(fd, (off_t)sizeof(int64_t)) == 0))
+        m = mmap(NULL, sizeof(int64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    if (m == MAP_FAILED) {
+        st->bell_failed = 1;
+        cf_log(CF_LOG_WARN,
+               "store: no change feed bell at %s (%s): every OCSP and CRL request"
+               " reads the feed's head",
+               st->bell_path, strerror(errno));
+        return NULL;
+    }
+    return st->bell = m;
 }
 
 int64_t cf_store_change_bell(cf_store *st)
 {
-    return st->bell ? __atomic_load_n(st->bell, __ATOMIC_ACQUIRE) & INT64_MAX : -1;
+    int64_t *b = bell(st);
+    return b ? __atomic_load_n(b, __ATOMIC_ACQUIRE) & INT64_MAX : -1;
 }
 
 cf_store_kind cf_store_get_kind(const cf_store *st)
@@ -431,7 +468,7 @@ cf_err cf_store_commit(cf_store *st, cf_error *err)
         return rc;
     }
     st->in_txn = 0;
-    if (st->bell_due && st->bell)
+    if (st->bell_due && bell(st))
         __atomic_add_fetch(st->bell, 1, __ATOMIC_SEQ_CST);
     st->bell_due = 0;
     return CF_OK;

@@ -8,15 +8,17 @@ PY=$(cf_python)
 M="$T/master"
 expect_rc 0 cf init --data "$M" --org Tamper
 new_csr dev
-for i in 1 2 3 4 5 6 7; do
+# init writes records 1 (ca.init) and 2 (cert.issue_ocsp, the OCSP responder's certificate);
+# then record N is the issue of device dev-(N-1), dev-2 to dev-8.
+for i in 2 3 4 5 6 7 8; do
     expect_rc 0 cf issue --data "$M" --csr "$T/dev.csr" --device "dev-$i" --out "$T/dev-$i.pem"
     # Spread the records in time so --from/--until have something to cut.
-    [ "$i" != 4 ] || sleep 1.1
+    [ "$i" != 5 ] || sleep 1.1
 done
-HEAD=8
+HEAD=9
 expect_rc 0 cf audit verify --data "$M"
 expect_rc 0 cf audit log --data "$M" --json
-"$PY" -c 'import json,sys; a=json.load(open(sys.argv[1])); assert [r["seq"] for r in a]==list(range(1,9)), a' \
+"$PY" -c 'import json,sys; a=json.load(open(sys.argv[1])); assert [r["seq"] for r in a]==list(range(1,10)), a' \
     "$T/stdout" || fail "master store: expected audit records 1..$HEAD"
 
 # fresh NAME: a copy of the master data dir at $T/NAME, checkpointed so the copy is whole.
@@ -137,7 +139,7 @@ fresh delete-head
 sql "DELETE FROM audit_head"
 expect_rc 1 cf audit verify --data "$C"
 expect_stderr "^certfleet: audit verify: .*audit head record is missing"
-expect_rc 1 cf issue --data "$C" --csr "$T/dev.csr" --device dev-8
+expect_rc 1 cf issue --data "$C" --csr "$T/dev.csr" --device dev-9
 expect_stderr "audit head record is missing"
 pass "the head row deleted -> audit head record is missing (and nothing more is appended)"
 
@@ -215,35 +217,36 @@ expect_seqs() {
     got=$(logj "$@")
     [ "$got" = "$want" ] || fail "audit log $*: got [$got], want [$want]"
 }
-expect_seqs "1 2 3 4 5 6 7 8"
-expect_seqs "2 3 4 5 6 7 8" --action 'cert.*'
-expect_seqs "2 3 4 5 6 7 8" --action cert.issue
+expect_seqs "1 2 3 4 5 6 7 8 9"
+expect_seqs "2 3 4 5 6 7 8 9" --action 'cert.*'
+expect_seqs "3 4 5 6 7 8 9" --action cert.issue
 expect_seqs "1" --action ca.init
 expect_seqs "1" --action 'ca.*'
 expect_seqs "" --action cert
 expect_seqs "" --action 'cert.issue.*'
 expect_seqs "4" --object dev-3
 expect_seqs "" --object dev-99
-expect_seqs "1 2 3 4 5 6 7 8" --actor "cli:$(id -un)"
+expect_seqs "1 3 4 5 6 7 8 9" --actor "cli:$(id -un)"
+expect_seqs "2" --actor certfleet
 expect_seqs "" --actor cli:nobody-else
-expect_seqs "6 7 8" --after 5
-expect_seqs "" --after 8
+expect_seqs "6 7 8 9" --after 5
+expect_seqs "" --after 9
 expect_seqs "1 2 3" --limit 3
 expect_seqs "6 7" --after 5 --limit 2
 expect_seqs "5" --action 'cert.*' --object dev-4 --limit 5
-# --from/--until: records 6.. come after the pause.
-t6=$(sqlite3 "$M/certfleet.db" "SELECT time_us FROM audit WHERE seq = 6")
-cut=$(date -u -d "@$((t6 / 1000000))" +%Y-%m-%dT%H:%M:%SZ)
-expect_seqs "6 7 8" --from "$cut"
-expect_seqs "1 2 3 4 5" --until "$cut"
+# --from/--until: records 7.. come after the pause.
+t7=$(sqlite3 "$M/certfleet.db" "SELECT time_us FROM audit WHERE seq = 7")
+cut=$(date -u -d "@$((t7 / 1000000))" +%Y-%m-%dT%H:%M:%SZ)
+expect_seqs "7 8 9" --from "$cut"
+expect_seqs "1 2 3 4 5 6" --until "$cut"
 expect_seqs "" --from "$cut" --until "$cut"
-expect_seqs "1 2 3 4 5 6 7 8" --from "$(date -u -d yesterday +%Y-%m-%d)" --until "$(date -u -d '2 days' +%Y-%m-%d)"
+expect_seqs "1 2 3 4 5 6 7 8 9" --from "$(date -u -d yesterday +%Y-%m-%d)" --until "$(date -u -d '2 days' +%Y-%m-%d)"
 expect_seqs "" --until 2000-01-01
 expect_rc 2 cf audit log --data "$M" --from yesterday
 expect_stderr "--from yesterday: expected"
 expect_rc 2 cf audit log --data "$M" --limit -1
 expect_rc 2 cf audit log --data "$M" --after x
 # The text form prints one line per record.
-expect_rc 0 cf audit log --data "$M" --action 'cert.*'
+expect_rc 0 cf audit log --data "$M" --action cert.issue
 [ "$(grep -c cert.issue "$T/stdout")" = 7 ] || fail "text audit log: $(cat "$T/stdout")"
 pass "audit log filters: --action (exact and prefix), --object, --actor, --after, --limit, --from/--until"

@@ -126,15 +126,15 @@ new_csr dev
 expect_rc 0 cf issue --data "$D" --csr - --device dev-1 --out "$T/dev-1.pem" <"$T/dev.csr"
 openssl x509 -in "$T/dev-1.pem" -noout -subject | grep -q "CN = dev-1" || fail "issue --csr - (stdin)"
 expect_rc 0 cf status --data "$D" --json
-is_json "$T/stdout" 'd["org"] == "CLI Test" and d["cas"] == 2 and d["certificates"]["total"] == 1 and d["devices"]["active"] == 1 and d["audit"]["records"] == 2'
+is_json "$T/stdout" 'd["org"] == "CLI Test" and d["cas"] == 2 and d["certificates"]["total"] == 2 and d["devices"]["active"] == 1 and d["audit"]["records"] == 3'
 expect_rc 0 cf ca list --data "$D" --json
 is_json "$T/stdout" '[c["name"] for c in d] == ["root-1", "issuing-1"] and [c["role"] for c in d] == ["root", "issuing"]'
 expect_rc 0 cf audit log --data "$D" --json
-is_json "$T/stdout" '[r["action"] for r in d] == ["ca.init", "cert.issue"] and d[1]["details"]["device"] == "dev-1" and len(d[1]["hash"]) == 64'
+is_json "$T/stdout" '[r["action"] for r in d] == ["ca.init", "cert.issue_ocsp", "cert.issue"] and d[2]["details"]["device"] == "dev-1" and len(d[2]["hash"]) == 64'
 expect_rc 0 cf audit log --data "$D" --json --action nothing
 is_json "$T/stdout" 'd == []'
 expect_rc 0 cf audit verify --data "$D" --json
-is_json "$T/stdout" 'd["ok"] is True and d["records"] == 2 and d["head"] == 2 and d["first_bad"] == 0'
+is_json "$T/stdout" 'd["ok"] is True and d["records"] == 3 and d["head"] == 3 and d["first_bad"] == 0'
 expect_rc 0 cf init --data "$T/data-json" --json
 is_json "$T/stdout" 'd["root"] == "root-1" and d["issuing"] == "issuing-1"'
 expect_rc 0 cf ca export --data "$D" --json
@@ -181,7 +181,7 @@ is_json "$T/stdout" 'd["org"] == "Stored" and d["store"] == "sqlite:'"$S"'"'
 expect_rc 0 cf issue --store "sqlite:$S" --data "$T/cwd2/keys-data" --csr "$T/dev.csr" --device s-1 --out "$T/s-1.pem"
 expect_rc 0 cf audit verify --store "sqlite:$S"
 expect_rc 0 cf audit log --store "sqlite:$S" --json
-is_json "$T/stdout" 'len(d) == 2 and d[1]["object"] == "s-1"'
+is_json "$T/stdout" 'len(d) == 3 and d[2]["object"] == "s-1"'
 # The store given is the store used: the data dir holds no database of its own.
 [ ! -e "$T/cwd2/keys-data/certfleet.db" ] || fail "--store also created a database in --data"
 # --store sqlite:PATH alone: the keys go beside the database, so any working directory works.
@@ -189,7 +189,8 @@ S2="$T/solo/fleet.db"
 mkdir -p "$T/solo" "$T/cwd3" "$T/cwd4"
 cd "$T/cwd3" || fail "cd $T/cwd3"
 expect_rc 0 cf init --store "sqlite:$S2" --org Solo
-[ "$(find "$T/solo/keys" -type f | wc -l)" = 2 ] || fail "--store alone: keys not beside the database"
+# the two CA keys, and the OCSP responder's key and certificate
+[ "$(find "$T/solo/keys" -type f | wc -l)" = 4 ] || fail "--store alone: keys not beside the database"
 [ -z "$(ls -A "$T/cwd3")" ] || fail "--store alone wrote into the working directory: $(ls -A)"
 cd "$T/cwd4" || fail "cd $T/cwd4"
 expect_rc 0 cf issue --store "sqlite:$S2" --csr "$T/dev.csr" --device solo-1 --out "$T/solo-1.pem"

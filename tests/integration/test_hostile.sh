@@ -181,7 +181,8 @@ refused 1 "already initialised.*nothing was changed" "re-running init" cf init -
 refused 1 "already initialised" "re-running init with other key type" cf init --key-type rsa3072
 ls -l --time-style=+%s "$D/keys" >"$T/keys.after"
 cmp -s "$T/keys.before" "$T/keys.after" || fail "re-init changed the key directory"
-[ "$(find "$D/keys" -type f | wc -l)" = 2 ] || fail "expected 2 key files: $(ls "$D/keys")"
+# the two CA keys, and the OCSP responder's key and certificate
+[ "$(find "$D/keys" -type f | wc -l)" = 4 ] || fail "expected 4 key files: $(ls "$D/keys")"
 
 # And the store still works.
 expect_rc 0 cf issue --csr "$T/good.csr" --device dev-2 --out "$T/dev-2.pem"

@@ -46,16 +46,16 @@ serial=$(openssl x509 -in "$T/dev1.pem" -noout -serial | sed 's/^serial=//')
 pass "issue, export, openssl verify"
 
 expect_rc 0 pgcf audit verify
-grep -q "audit chain intact: 2 records" "$T/stdout" || fail "audit verify: $(cat "$T/stdout")"
+grep -q "audit chain intact: 3 records" "$T/stdout" || fail "audit verify: $(cat "$T/stdout")"
 expect_rc 0 pgcf status --json
 cp "$T/stdout" "$T/status.json"
 [ "$(json_get "$T/status.json" 'j["store"].startswith("postgresql://")')" = True ] ||
     fail "status store: $(cat "$T/status.json")"
 [ "$(json_get "$T/status.json" 'j["org"]')" = "PG Fleet" ] || fail "status org"
-[ "$(json_get "$T/status.json" 'j["certificates"]["total"]')" = 1 ] || fail "status total"
-[ "$(json_get "$T/status.json" 'j["certificates"]["valid"]')" = 1 ] || fail "status valid"
+[ "$(json_get "$T/status.json" 'j["certificates"]["total"]')" = 2 ] || fail "status total"
+[ "$(json_get "$T/status.json" 'j["certificates"]["valid"]')" = 2 ] || fail "status valid"
 [ "$(json_get "$T/status.json" 'j["devices"]["active"]')" = 1 ] || fail "status devices"
-[ "$(json_get "$T/status.json" 'j["audit"]["records"]')" = 2 ] || fail "status audit"
+[ "$(json_get "$T/status.json" 'j["audit"]["records"]')" = 3 ] || fail "status audit"
 [ "$(json_get "$T/status.json" 'j["cas"]')" = 2 ] || fail "status cas"
 [ "$(json_get "$T/status.json" 'j["schema_version"]')" = \
     "$(psql_val 'SELECT max(version) FROM schema_migrations')" ] || fail "status schema"
@@ -103,7 +103,7 @@ done
 [ "$(psql_val "SELECT value FROM meta WHERE key = 'org'" race)" = "racer $winner" ] ||
     fail "the winner's organisation is not the one stored"
 [ "$(psql_val "SELECT count(*) FROM cas" race)" = 2 ] || fail "racing inits stored extra CAs"
-[ "$(psql_val "SELECT count(*) FROM audit" race)" = 1 ] || fail "racing inits: audit records"
+[ "$(psql_val "SELECT count(*) FROM audit" race)" = 2 ] || fail "racing inits: audit records"
 pass "racing inits: exactly one wins"
 
 # ---- several processes issuing at once into one database ----
@@ -132,6 +132,9 @@ for ((w = 1; w <= WORKERS; w++)); do
     wait "${pids[$((w - 1))]}" || fail "$(cat "$T/w$w.fail" 2>/dev/null || echo "worker $w failed")"
 done
 issued=$((1 + WORKERS * PER_WORKER))
+# init's: the CAs' record and the OCSP responder's certificate with its record
+init_certs=1
+init_records=2
 
 for f in "$T"/w*.*.pem; do
     openssl x509 -in "$f" -noout -serial | sed 's/^serial=//'
@@ -139,15 +142,15 @@ done | sort >"$T/serials"
 [ "$(wc -l <"$T/serials")" = $((WORKERS * PER_WORKER)) ] || fail "certificates missing on disk"
 [ "$(sort -u "$T/serials" | wc -l)" = $((WORKERS * PER_WORKER)) ] ||
     fail "the CLI handed out a serial twice"
-[ "$(psql_val 'SELECT count(*) FROM certificates')" = "$issued" ] ||
-    fail "PostgreSQL holds $(psql_val 'SELECT count(*) FROM certificates') certificates, not $issued"
+[ "$(psql_val 'SELECT count(*) FROM certificates')" = $((init_certs + issued)) ] ||
+    fail "PostgreSQL holds $(psql_val 'SELECT count(*) FROM certificates') certificates, not $init_certs + $issued"
 [ "$(psql_val 'SELECT count(DISTINCT serial) = count(*) FROM certificates')" = t ] ||
     fail "serials in PostgreSQL are not distinct"
 psql_val "SELECT serial FROM certificates WHERE device_id <> 'dev-1' ORDER BY serial" |
     sort >"$T/db_serials"
 diff "$T/serials" "$T/db_serials" >/dev/null || fail "stored serials differ from those issued"
-[ "$(psql_val 'SELECT count(*) FROM audit')" = $((1 + issued)) ] ||
-    fail "audit holds $(psql_val 'SELECT count(*) FROM audit') records, not 1 + $issued"
+[ "$(psql_val 'SELECT count(*) FROM audit')" = $((init_records + issued)) ] ||
+    fail "audit holds $(psql_val 'SELECT count(*) FROM audit') records, not $init_records + $issued"
 [ "$(psql_val 'SELECT max(seq) = count(*) AND min(seq) = 1 FROM audit')" = t ] ||
     fail "audit sequence numbers have gaps"
 [ "$(psql_val "SELECT count(*) FROM audit WHERE action = 'cert.issue'")" = "$issued" ] ||
@@ -155,11 +158,13 @@ diff "$T/serials" "$T/db_serials" >/dev/null || fail "stored serials differ from
 [ "$(psql_val "SELECT count(*) FROM devices WHERE id LIKE 'shared-%'")" = 7 ] ||
     fail "shared devices were not created exactly once"
 expect_rc 0 pgcf audit verify
-grep -q "audit chain intact: $((1 + issued)) records" "$T/stdout" ||
+grep -q "audit chain intact: $((init_records + issued)) records" "$T/stdout" ||
     fail "audit verify: $(cat "$T/stdout")"
 expect_rc 0 pgcf status --json
-[ "$(json_get "$T/stdout" 'j["certificates"]["total"]')" = "$issued" ] || fail "status total"
-[ "$(json_get "$T/stdout" 'j["audit"]["records"]')" = $((1 + issued)) ] || fail "status audit"
+[ "$(json_get "$T/stdout" 'j["certificates"]["total"]')" = $((init_certs + issued)) ] ||
+    fail "status total"
+[ "$(json_get "$T/stdout" 'j["audit"]["records"]')" = $((init_records + issued)) ] ||
+    fail "status audit"
 pass "$WORKERS processes issued $((WORKERS * PER_WORKER)) certificates at once"
 
 # ---- a server that is not there ----

@@ -19,6 +19,17 @@ issue() {
 serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
 for d in dev-a dev-b dev-c dev-d dev-e dev-f; do issue "$d"; done
 
+# init made the delegated OCSP responder's certificate (RFC 6960 4.2.2.2): OCSPSigning and
+# id-pkix-ocsp-nocheck, issued by the issuing CA, its key 0600
+R=$CERTFLEET_DATA/keys/ocsp-issuing-1
+openssl x509 -in "$R.pem" -noout -text >"$T/responder.txt" || fail "init made no responder certificate"
+grep -q 'OCSP Signing' "$T/responder.txt" || fail "responder: no OCSPSigning: $(cat "$T/responder.txt")"
+grep -q 'OCSP No Check' "$T/responder.txt" || fail "responder: no id-pkix-ocsp-nocheck"
+openssl verify -CAfile "$T/root.pem" -untrusted "$T/issuing.pem" -purpose ocsphelper "$R.pem" \
+    >/dev/null || fail "the responder's certificate does not verify under the issuing CA"
+[ "$(stat -c %a "$R.key")" = 600 ] || fail "responder key mode $(stat -c %a "$R.key")"
+pass "init makes the delegated OCSP responder's certificate"
+
 serve_start --threads 2
 
 # ocsp CERT: openssl ocsp's verdict line for CERT (POST, with a nonce it checks).
