@@ -472,8 +472,10 @@ static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p
     if (rc != CF_OK)
         return rc;
     p->locked = 1;
-    p->locked_state = d.state;
     p->locked_owner = d.owner_id;
+    /* A birth enrollment makes the device active below (cf_store_enroll_done), in the same
+     * statement that clears its approval: the certificate's record need not. */
+    p->locked_state = c->how == HOW_REENROLL ? d.state : CF_DEVICE_ACTIVE;
     if ((rc = device_admissible(&d, c->label_owner, c->label, err)) != CF_OK)
         goto out;
     if (c->how == HOW_REENROLL && d.state != CF_DEVICE_ACTIVE) {

@@ -216,12 +216,13 @@ cf_err cf_store_enroll_done(cf_store *st, const char *id, cf_error *err)
 {
     cf_stmt *s;
     cf_err rc = cf_db_prepare(st,
-                              "UPDATE devices SET enroll_pending_us = NULL,"
-                              " enroll_approved_us = NULL WHERE id = ?",
+                              "UPDATE devices SET state = 'active', updated_us = ?,"
+                              " enroll_pending_us = NULL, enroll_approved_us = NULL WHERE id = ?",
                               &s, err);
     if (rc != CF_OK)
         return rc;
-    st->ops->bind_text(s, 1, id);
+    st->ops->bind_int64(s, 1, cf_time_now_us());
+    st->ops->bind_text(s, 2, id);
     return cf_db_run(st, s, err);
 }
 

@@ -635,7 +635,8 @@ cf_err cf_store_enroll_mark_pending(cf_store *st, const char *id, int64_t now_us
 /* Sets (approved_us > 0) or clears (0) device id's approval. CF_ERR_NOT_FOUND otherwise. */
 cf_err cf_store_enroll_set_approved(cf_store *st, const char *id, int64_t approved_us,
                                     cf_error *err);
-/* Clears device id's pending request and approval (an enrollment used them). */
+/* Makes device id active and clears its pending request and approval (an enrollment
+ * used them). */
 cf_err cf_store_enroll_done(cf_store *st, const char *id, cf_error *err);
 
 /* Number of good certificates of device_id whose validity includes now_s. */
