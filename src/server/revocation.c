@@ -256,7 +256,7 @@ static void ocsp_answer(srv_req *r, srv_ocsp *o, const unsigned char *der, size_
         if (o->renew_at < now + 3600)
             o->renew_at = now + 3600;
     }
-    if (len <= OCSP_KEY_MAX) { /* asked before? (RFC 5019's requests are all alike) */
+    if (len > 0 && len <= OCSP_KEY_MAX) { /* asked before? (RFC 5019's are all alike) */
         slot = cache_slot(o, der, len);
         if (slot->key_len == len && memcmp(slot->key, der, len) == 0 &&
             now < slot->this_update + OCSP_REFRESH_S) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/util.h"
 #include "store/db.h"
@@ -158,6 +159,9 @@ static void sq_close(cf_store *st)
         free(ss->cache[i].stmt);
     }
     sqlite3_close(ss->db);
+    if (ss->base.bell)
+        munmap(ss->base.bell, sizeof *ss->base.bell);
+    free(ss->base.bell_path);
     free(ss);
 }
 

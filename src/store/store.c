@@ -375,9 +375,6 @@ void cf_store_close(cf_store *st)
         return;
     if (st->in_txn)
         cf_store_rollback(st);
-    if (st->bell)
-        munmap(st->bell, sizeof *st->bell);
-    free(st->bell_path);
     st->ops->close(st);
 }
 
