@@ -369,34 +369,33 @@ static cf_err check_name(cf_fleet *f, const ASN1_STRING *s, const char *where, c
 }
 
 /* A CSR may not claim another device's identity in its subject CN or its SANs. */
-static cf_err check_identity(cf_fleet *f, X509_REQ *csr, const char *own, cf_error *err)
+static cf_err check_identity(cf_fleet *f, const cf_csr_view *csr, const char *own, cf_error *err)
 {
-    X509_NAME *subj = X509_REQ_get_subject_name(csr);
+    X509_NAME *subj = csr->subject;
     cf_err rc = CF_OK;
     for (int i = -1; rc == CF_OK && (i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0;)
         rc = check_name(f, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i)), "subject CN",
                         own, err);
-    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(csr);
-    GENERAL_NAMES *san = exts ? X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL) : NULL;
+    GENERAL_NAMES *san =
+        csr->exts ? X509V3_get_d2i(csr->exts, NID_subject_alt_name, NULL, NULL) : NULL;
     for (int i = 0; rc == CF_OK && i < sk_GENERAL_NAME_num(san); i++) {
         GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
         if (g->type == GEN_URI || g->type == GEN_DNS)
             rc = check_name(f, g->d.ia5, "SAN", own, err);
     }
     GENERAL_NAMES_free(san);
-    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     return rc;
 }
 
-/* The CSR, parsed (not yet verified: issuance does that) with its key's fingerprint. */
-static cf_err csr_read(const cf_enroll_req *req, X509_REQ **csr, char fpr[65], cf_error *err)
+/* The CSR's names and key (not decoded, not yet verified: issuance does both), with the
+ * key's fingerprint. */
+static cf_err csr_read(const cf_enroll_req *req, cf_csr_view *csr, char fpr[65], cf_error *err)
 {
-    cf_err rc = cf_csr_parse(req->csr, req->csr_len, csr, err);
+    cf_err rc = cf_csr_view_read(req->csr, req->csr_len, csr, err);
     if (rc != CF_OK)
         return rc;
-    if (!spki_fpr(X509_REQ_get_X509_PUBKEY(*csr), fpr)) {
-        X509_REQ_free(*csr);
-        *csr = NULL;
+    if (!spki_fpr(csr->spki, fpr)) {
+        cf_csr_view_clear(csr);
         return cf_error_openssl(err, CF_ERR_INVALID, "CSR: its public key cannot be encoded");
     }
     return CF_OK;
@@ -585,7 +584,7 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
 {
     cf_enroll_device d = {0};
     cf_enroll_policy pol;
-    X509_REQ *csr = NULL;
+    cf_csr_view csr = {0};
     unsigned char *gen_csr = NULL;
     int gen_len = 0;
     char fpr[65], actor[CF_DEVICE_ID_MAX + 16];
@@ -605,7 +604,7 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
     if (rc == CF_OK)
         rc = csr_read(req, &csr, fpr, err);
     if (rc == CF_OK)
-        rc = check_identity(f, csr, d.id, err);
+        rc = check_identity(f, &csr, d.id, err);
     if (rc != CF_OK)
         goto out;
     if (how == HOW_SERVERKEYGEN) {
@@ -617,10 +616,13 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
             goto out;
         }
         /* RFC 7030 4.4.1: the CSR's key is not used, but the request must be well formed. */
-        if (X509_REQ_verify(csr, X509_REQ_get0_pubkey(csr)) != 1) {
+        X509_REQ *full = NULL;
+        if ((rc = cf_csr_parse(req->csr, req->csr_len, &full, err)) == CF_OK &&
+            X509_REQ_verify(full, X509_REQ_get0_pubkey(full)) != 1)
             rc = cf_error_openssl(err, CF_ERR_INVALID, "CSR: signature does not verify");
+        X509_REQ_free(full);
+        if (rc != CF_OK)
             goto out;
-        }
     } else if (!pol.allow_birth_key && d.key_fpr && strcmp(fpr, d.key_fpr) == 0) {
         rc = cf_error_set(err, CF_ERR_INVALID,
                           "CSR: its key is the device's birth key; the operational key must be a"
@@ -652,7 +654,7 @@ out:
     if (rc != CF_OK)
         cf_enroll_result_clear(res);
     OPENSSL_free(gen_csr);
-    X509_REQ_free(csr);
+    cf_csr_view_clear(&csr);
     cf_enroll_device_clear(&d);
     return rc;
 }
@@ -671,24 +673,23 @@ cf_err cf_fleet_serverkeygen(cf_fleet *f, const cf_enroll_req *req, cf_enroll_re
 /* ---- simplereenroll ---- */
 
 /* RFC 7030 4.2.2: the request's subject is the certificate's. */
-static cf_err check_same_subject(X509_REQ *csr, X509 *cert, cf_error *err)
+static cf_err check_same_subject(const cf_csr_view *csr, X509 *cert, cf_error *err)
 {
-    if (X509_NAME_cmp(X509_REQ_get_subject_name(csr), X509_get_subject_name(cert)) == 0)
+    if (X509_NAME_cmp(csr->subject, X509_get_subject_name(cert)) == 0)
         return CF_OK;
     char want[256] = "", got[256] = "";
     X509_NAME_oneline(X509_get_subject_name(cert), want, sizeof want);
-    X509_NAME_oneline(X509_REQ_get_subject_name(csr), got, sizeof got);
+    X509_NAME_oneline(csr->subject, got, sizeof got);
     return cf_error_set(err, CF_ERR_INVALID,
                         "CSR: subject %s differs from the certificate's subject %s (RFC 7030"
                         " 4.2.2)",
                         got, want);
 }
 
-static int same_key(X509_REQ *csr, X509 *cert)
+static int same_key(const cf_csr_view *csr, X509 *cert)
 {
     char a[65], b[65];
-    return spki_fpr(X509_REQ_get_X509_PUBKEY(csr), a) && spki_fpr(X509_get_X509_PUBKEY(cert), b) &&
-           strcmp(a, b) == 0;
+    return spki_fpr(csr->spki, a) && spki_fpr(X509_get_X509_PUBKEY(cert), b) && strcmp(a, b) == 0;
 }
 
 cf_err cf_fleet_reenroll(cf_fleet *f, const cf_enroll_req *req, cf_enroll_result *res,
@@ -698,7 +699,7 @@ cf_err cf_fleet_reenroll(cf_fleet *f, const cf_enroll_req *req, cf_enroll_result
     cf_enroll_device d = {0};
     cf_enroll_policy pol;
     X509 *leaf = NULL;
-    X509_REQ *csr = NULL;
+    cf_csr_view csr = {0};
     char fpr[65], actor[CF_DEVICE_ID_MAX + 16];
     int64_t label_owner = 0;
     memset(res, 0, sizeof *res);
@@ -721,12 +722,12 @@ cf_err cf_fleet_reenroll(cf_fleet *f, const cf_enroll_req *req, cf_enroll_result
     if (rc == CF_OK)
         rc = csr_read(req, &csr, fpr, err);
     if (rc == CF_OK)
-        rc = check_same_subject(csr, leaf, err);
+        rc = check_same_subject(&csr, leaf, err);
     if (rc == CF_OK)
-        rc = check_identity(f, csr, d.id, err);
+        rc = check_identity(f, &csr, d.id, err);
     if (rc != CF_OK)
         goto out;
-    if (!pol.allow_key_reuse && same_key(csr, leaf)) {
+    if (!pol.allow_key_reuse && same_key(&csr, leaf)) {
         rc = cf_error_set(err, CF_ERR_INVALID,
                           "CSR: it reuses the key of certificate %s; re-enrollment needs a new"
                           " key",
@@ -753,7 +754,7 @@ cf_err cf_fleet_reenroll(cf_fleet *f, const cf_enroll_req *req, cf_enroll_result
 out:
     if (rc != CF_OK)
         cf_enroll_result_clear(res);
-    X509_REQ_free(csr);
+    cf_csr_view_clear(&csr);
     X509_free(leaf);
     cf_enroll_device_clear(&d);
     cf_cert_rec_clear(&cert);

@@ -313,31 +313,44 @@ static cf_err csr_der(const unsigned char *data, size_t len, const unsigned char
     return CF_OK;
 }
 
-cf_err cf_csr_parse_check(cf_csr_parser *p, const unsigned char *data, size_t len,
-                          X509_PUBKEY **spki, EVP_PKEY **pub, char *keydesc, size_t keydesc_len,
-                          cf_error *err)
+/* The request read with the templates: *out (ASN1_item_free with cf_csr_der) from data, PEM
+ * or DER, with the same checks and errors as cf_csr_parse. */
+static cf_err csr_read_template(const unsigned char *data, size_t len, cf_csr_der **out,
+                                cf_error *err)
 {
     const unsigned char *der = NULL;
     unsigned char *owned = NULL;
     long der_len = 0;
-    cf_csr_der *req = NULL;
-    EVP_PKEY *k = NULL;
     cf_err rc = csr_der(data, len, &der, &der_len, &owned, err);
     if (rc != CF_OK)
         return rc;
     const unsigned char *q = der;
-    req = (cf_csr_der *)ASN1_item_d2i(NULL, &q, der_len, ASN1_ITEM_rptr(cf_csr_der));
-    if (!req) {
+    cf_csr_der *req = (cf_csr_der *)ASN1_item_d2i(NULL, &q, der_len, ASN1_ITEM_rptr(cf_csr_der));
+    if (!req)
         rc = cf_error_openssl(err, CF_ERR_INVALID,
                               "CSR: not a PEM or DER certificate request (truncated or"
                               " malformed)");
-        goto out;
-    }
-    if (!owned && q != der + der_len) { /* as cf_csr_parse: DER input only */
+    else if (!owned && q != der + der_len) /* as cf_csr_parse: DER input only */
         rc = cf_error_set(err, CF_ERR_INVALID, "CSR: %ld unexpected bytes after the DER",
                           der_len - (long)(q - der));
-        goto out;
+    OPENSSL_free(owned);
+    if (rc != CF_OK) {
+        ASN1_item_free((ASN1_VALUE *)req, ASN1_ITEM_rptr(cf_csr_der));
+        return rc;
     }
+    *out = req;
+    return CF_OK;
+}
+
+cf_err cf_csr_parse_check(cf_csr_parser *p, const unsigned char *data, size_t len,
+                          X509_PUBKEY **spki, EVP_PKEY **pub, char *keydesc, size_t keydesc_len,
+                          cf_error *err)
+{
+    cf_csr_der *req = NULL;
+    EVP_PKEY *k = NULL;
+    cf_err rc = csr_read_template(data, len, &req, err);
+    if (rc != CF_OK)
+        return rc;
     if ((rc = decode_key(p, req->info->spki, &k, err)) != CF_OK)
         goto out;
     if ((rc = cf_key_check_policy(k, keydesc, keydesc_len, err)) != CF_OK) {
@@ -357,6 +370,48 @@ cf_err cf_csr_parse_check(cf_csr_parser *p, const unsigned char *data, size_t le
 out:
     EVP_PKEY_free(k);
     ASN1_item_free((ASN1_VALUE *)req, ASN1_ITEM_rptr(cf_csr_der));
-    OPENSSL_free(owned);
     return rc;
+}
+
+/* The extensionRequest attribute (RFC 2985 5.4.2; also Microsoft's OID), as
+ * X509_REQ_get_extensions reads it. NULL when there is none. */
+static STACK_OF(X509_EXTENSION) * requested_extensions(const cf_csr_info *info)
+{
+    for (int i = 0; i < sk_X509_ATTRIBUTE_num(info->attributes); i++) {
+        X509_ATTRIBUTE *a = sk_X509_ATTRIBUTE_value(info->attributes, i);
+        int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(a));
+        if (nid != NID_ext_req && nid != NID_ms_ext_req)
+            continue;
+        ASN1_TYPE *t = X509_ATTRIBUTE_get0_type(a, 0);
+        if (!t || t->type != V_ASN1_SEQUENCE)
+            return NULL;
+        const unsigned char *q = t->value.sequence->data;
+        return d2i_X509_EXTENSIONS(NULL, &q, t->value.sequence->length);
+    }
+    return NULL;
+}
+
+cf_err cf_csr_view_read(const unsigned char *data, size_t len, cf_csr_view *out, cf_error *err)
+{
+    cf_csr_der *req = NULL;
+    memset(out, 0, sizeof *out);
+    cf_err rc = csr_read_template(data, len, &req, err);
+    if (rc != CF_OK)
+        return rc;
+    if (!(out->subject = X509_NAME_dup(req->info->subject)))
+        rc = cf_error_openssl(err, CF_ERR_NOMEM, "CSR: cannot copy the subject");
+    else if ((rc = spki_copy(req->info->spki, &out->spki, err)) == CF_OK)
+        out->exts = requested_extensions(req->info);
+    ASN1_item_free((ASN1_VALUE *)req, ASN1_ITEM_rptr(cf_csr_der));
+    if (rc != CF_OK)
+        cf_csr_view_clear(out);
+    return rc;
+}
+
+void cf_csr_view_clear(cf_csr_view *v)
+{
+    X509_NAME_free(v->subject);
+    sk_X509_EXTENSION_pop_free(v->exts, X509_EXTENSION_free);
+    X509_PUBKEY_free(v->spki);
+    memset(v, 0, sizeof *v);
 }

@@ -36,4 +36,18 @@ cf_err cf_csr_parse_check(cf_csr_parser *p, const unsigned char *data, size_t le
                           X509_PUBKEY **spki, EVP_PKEY **pub, char *keydesc, size_t keydesc_len,
                           cf_error *err);
 
+/* What enrollment checks in a request before issuance, read with the same templates as
+ * cf_csr_parse_check and the same errors for malformed input, but neither its key decoded
+ * nor its signature checked (issuance does both): the subject, the extensions it asks for
+ * (NULL: none) and its SubjectPublicKeyInfo as encoded (holding no EVP_PKEY). Release with
+ * cf_csr_view_clear, also after a failure. */
+typedef struct {
+    X509_NAME *subject;
+    STACK_OF(X509_EXTENSION) * exts;
+    X509_PUBKEY *spki;
+} cf_csr_view;
+
+cf_err cf_csr_view_read(const unsigned char *data, size_t len, cf_csr_view *out, cf_error *err);
+void cf_csr_view_clear(cf_csr_view *v);
+
 #endif

@@ -4,7 +4,9 @@
  * (key policy and proof of possession), and the issuance hot path's cf_csr_parse_check, so
  * the parsers' own PEM/DER detection is under test too. Besides "never crash", the two
  * must agree, as csr.h promises: the same inputs accepted with the same error codes, and
- * for an accepted request the same key and key description. Seeds: corpus/fuzz_csr/. */
+ * for an accepted request the same key and key description. The input also goes to
+ * cf_csr_view_read (enrollment's look at the names before issuance), which must accept every
+ * request the others accept, with the same subject. Seeds: corpus/fuzz_csr/. */
 #include <openssl/x509.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +50,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (EVP_PKEY_eq(pub1, pub2) != 1)
             disagree("keys differ", &e1, &e2);
     }
+    cf_csr_view view;
+    cf_error e3 = {0};
+    cf_err rc3 = cf_csr_view_read(data, size, &view, &e3);
+    if (rc1 == CF_OK && rc3 != CF_OK)
+        disagree("cf_csr_view_read refuses an accepted request", &e1, &e3);
+    if (rc1 == CF_OK && X509_NAME_cmp(view.subject, X509_REQ_get_subject_name(req)) != 0)
+        disagree("cf_csr_view_read reads another subject", &e1, &e3);
+    cf_csr_view_clear(&view);
     EVP_PKEY_free(pub1);
     EVP_PKEY_free(pub2);
     X509_PUBKEY_free(spki);

@@ -253,6 +253,67 @@ static void test_csr_parse_refuses_trailing_garbage(void **state)
     free(buf);
 }
 
+/* cf_csr_view_read (what enrollment checks before issuance) reads the same subject, requested
+ * extensions and key as OpenSSL's X509_REQ, and refuses what cf_csr_parse refuses. */
+static void test_csr_view_reads_what_x509_req_reads(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = ec_key("P-256");
+    ext_spec exts[] = {{NID_subject_alt_name, "URI:urn:certfleet:device:x,DNS:x.example"},
+                       {NID_basic_constraints, "critical,CA:TRUE"},
+                       {0, NULL}};
+    X509_REQ *req = make_req(k, exts);
+    size_t len;
+    unsigned char *der = req_der(req, &len);
+    cf_csr_view v;
+    cf_error err = {0};
+    assert_int_equal(cf_csr_view_read(der, len, &v, &err), CF_OK);
+    assert_int_equal(X509_NAME_cmp(v.subject, X509_REQ_get_subject_name(req)), 0);
+    STACK_OF(X509_EXTENSION) *want = X509_REQ_get_extensions(req);
+    assert_int_equal(sk_X509_EXTENSION_num(v.exts), sk_X509_EXTENSION_num(want));
+    for (int i = 0; i < sk_X509_EXTENSION_num(want); i++) {
+        unsigned char *a = NULL, *b = NULL;
+        int na = i2d_X509_EXTENSION(sk_X509_EXTENSION_value(v.exts, i), &a);
+        int nb = i2d_X509_EXTENSION(sk_X509_EXTENSION_value(want, i), &b);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, (size_t)na);
+        OPENSSL_free(a);
+        OPENSSL_free(b);
+    }
+    sk_X509_EXTENSION_pop_free(want, X509_EXTENSION_free);
+    unsigned char *a = NULL, *b = NULL;
+    int na = i2d_X509_PUBKEY(v.spki, &a), nb = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &b);
+    assert_true(na > 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, (size_t)na);
+    OPENSSL_free(a);
+    OPENSSL_free(b);
+    cf_csr_view_clear(&v);
+    /* no extensions asked for: NULL */
+    X509_REQ *plain = make_req(k, NULL);
+    size_t plen;
+    unsigned char *pder = req_der(plain, &plen);
+    assert_int_equal(cf_csr_view_read(pder, plen, &v, &err), CF_OK);
+    assert_null(v.exts);
+    cf_csr_view_clear(&v);
+    /* malformed: the errors cf_csr_parse gives */
+    assert_int_equal(cf_csr_view_read(der, len - 10, &v, &err), CF_ERR_INVALID);
+    assert_contains(err.msg, "truncated or malformed");
+    assert_null(v.subject);
+    unsigned char *tail = malloc(len + 3);
+    memcpy(tail, der, len);
+    memcpy(tail + len, "xyz", 3);
+    assert_int_equal(cf_csr_view_read(tail, len + 3, &v, &err), CF_ERR_INVALID);
+    assert_contains(err.msg, "3 unexpected bytes after the DER");
+    assert_int_equal(cf_csr_view_read((const unsigned char *)"", 0, &v, &err), CF_ERR_INVALID);
+    free(tail);
+    free(der);
+    free(pder);
+    X509_REQ_free(req);
+    X509_REQ_free(plain);
+    EVP_PKEY_free(k);
+}
+
 static void test_csr_parse_refuses_empty_input(void **state)
 {
     assert_parse_fails("", 0, "empty");
@@ -749,6 +810,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_csr_parse_refuses_trailing_garbage, csr_setup,
                                         csr_teardown),
         cmocka_unit_test(test_csr_parse_refuses_empty_input),
+        cmocka_unit_test(test_csr_view_reads_what_x509_req_reads),
         cmocka_unit_test_setup_teardown(test_csr_parse_refuses_input_over_64k, csr_setup,
                                         csr_teardown),
         cmocka_unit_test(test_csr_parse_refuses_pem_wrapped_garbage),
