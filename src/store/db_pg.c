@@ -87,6 +87,13 @@ static cf_err pg_fail(pg_store *ps, const PGresult *res, const char *what, cf_er
     return cf_error_set(err, CF_ERR_STORE, "%s: %s", what, clean);
 }
 
+/* Whether sql's last statement is COMMIT (PQexec answers for the last statement). */
+static int ends_with_commit(const char *sql)
+{
+    size_t n = strlen(sql);
+    return n >= 6 && strcmp(sql + n - 6, "COMMIT") == 0 && (n == 6 || sql[n - 7] == ' ');
+}
+
 static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
 {
     pg_store *ps = (pg_store *)st;
@@ -95,7 +102,7 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
     cf_err rc = CF_OK;
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
         rc = pg_fail(ps, res, "store", err);
-    else if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
+    else if (ends_with_commit(sql) && strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
         /* PostgreSQL answers COMMIT of a transaction it has aborted with ROLLBACK, not an
          * error: the caller must not believe its changes were kept. */
         rc = cf_error_set(err, CF_ERR_STORE,
