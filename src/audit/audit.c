@@ -53,6 +53,14 @@ cf_err cf_audit_append(cf_store *st, const char *actor, const char *action, cons
     cf_err rc;
     if (details && !canon)
         return cf_error_set(err, CF_ERR_INVALID, "audit: details do not encode as JSON");
+    if (!seq) { /* nobody waits for its number: written at commit, with the others */
+        rc = cf_store_audit_queue(st, actor, action, object, canon ? canon : "{}", cf_audit_hash,
+                                  err);
+        if (rc != CF_OK)
+            cf_error_prefix(err, "audit append");
+        free(canon);
+        return rc;
+    }
     rc = cf_store_audit_lock_head(st, &rec.seq, rec.prev_hash, err);
     if (rc != CF_OK)
         goto out;

@@ -16,7 +16,9 @@
 #include "store/store.h"
 
 /* Appends a record inside the caller's open transaction. details may be NULL ({}); it is
- * borrowed. Returns the new record's sequence number in *seq (may be NULL). */
+ * borrowed. Returns the new record's sequence number in *seq. With seq NULL the record is
+ * queued (cf_store_audit_queue): numbered and written at commit, or when the transaction
+ * next needs the chain's head, in the order of the appends either way. */
 cf_err cf_audit_append(cf_store *st, const char *actor, const char *action, const char *object,
                        json_t *details, int64_t *seq, cf_error *err);
 

@@ -45,6 +45,8 @@ static cf_err head_read(cf_store *st, const char *sql, int64_t *seq,
     return rc;
 }
 
+static cf_err write_queue(cf_store *st, cf_error *err);
+
 cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],
                                 cf_error *err)
 {
@@ -60,13 +62,119 @@ cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[C
             return rc;
         st->audit.locked = 1;
     }
+    cf_err rc = write_queue(st, err); /* what was queued comes first */
+    if (rc != CF_OK)
+        return rc;
     *seq = st->audit.seq;
     memcpy(hash, st->audit.hash, CF_HASH_LEN);
     return CF_OK;
 }
 
+cf_err cf_store_audit_queue(cf_store *st, const char *actor, const char *action, const char *object,
+                            const char *details,
+                            void (*hash)(const cf_audit_rec *, unsigned char *), cf_error *err)
+{
+    if (!st->in_txn)
+        return cf_error_set(err, CF_ERR_INTERNAL, "audit: append outside a transaction");
+    if (st->audit.nqueue == st->audit.capqueue) {
+        size_t cap = st->audit.capqueue ? 2 * st->audit.capqueue : 8;
+        cf_audit_rec *q = realloc(st->audit.queue, cap * sizeof *q);
+        if (!q)
+            return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+        st->audit.queue = q;
+        st->audit.capqueue = cap;
+    }
+    cf_audit_rec *r = &st->audit.queue[st->audit.nqueue++];
+    memset(r, 0, sizeof *r);
+    r->actor = cf_strdup(actor ? actor : "");
+    r->action = cf_strdup(action ? action : "");
+    r->object = cf_strdup(object ? object : "");
+    r->details = cf_strdup(details ? details : "{}");
+    st->audit.hash_fn = hash;
+    return CF_OK;
+}
+
+/* Up to 4 records in one INSERT: the statement text for n of them. */
+#define AUDIT_INSERT                                                                               \
+    "INSERT INTO audit (seq, time_us, actor, action, object, details, prev_hash, hash) VALUES "
+#define AUDIT_ROW "(?, ?, ?, ?, ?, ?, ?, ?)"
+static const char *const audit_insert_sql[] = {
+    NULL,
+    AUDIT_INSERT AUDIT_ROW,
+    AUDIT_INSERT AUDIT_ROW ", " AUDIT_ROW,
+    AUDIT_INSERT AUDIT_ROW ", " AUDIT_ROW ", " AUDIT_ROW,
+    AUDIT_INSERT AUDIT_ROW ", " AUDIT_ROW ", " AUDIT_ROW ", " AUDIT_ROW,
+};
+#define AUDIT_INSERT_MAX 4
+
+static cf_err insert_rows(cf_store *st, const cf_audit_rec *recs, size_t n, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    cf_err rc = cf_db_prepare(st, audit_insert_sql[n], &s, err);
+    if (rc != CF_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const cf_audit_rec *rec = &recs[i];
+        int b = (int)(8 * i);
+        o->bind_int64(s, b + 1, rec->seq);
+        o->bind_int64(s, b + 2, rec->time_us);
+        o->bind_text(s, b + 3, rec->actor);
+        o->bind_text(s, b + 4, rec->action);
+        o->bind_text(s, b + 5, rec->object);
+        o->bind_text(s, b + 6, rec->details);
+        o->bind_blob(s, b + 7, rec->prev_hash, CF_HASH_LEN);
+        o->bind_blob(s, b + 8, rec->hash, CF_HASH_LEN);
+    }
+    return cf_db_run(st, s, err);
+}
+
+/* Numbers, times and chains the queued records after the (locked) head, and writes them. */
+static cf_err write_queue(cf_store *st, cf_error *err)
+{
+    cf_err rc = CF_OK;
+    size_t n = st->audit.nqueue;
+    if (n == 0)
+        return CF_OK;
+    int64_t now = cf_time_now_us();
+    for (size_t i = 0; i < n; i++) {
+        cf_audit_rec *r = &st->audit.queue[i];
+        r->seq = st->audit.seq + 1 + (int64_t)i;
+        r->time_us = now;
+        memcpy(r->prev_hash, i ? st->audit.queue[i - 1].hash : st->audit.hash, CF_HASH_LEN);
+        st->audit.hash_fn(r, r->hash);
+    }
+    for (size_t i = 0; rc == CF_OK && i < n; i += AUDIT_INSERT_MAX)
+        rc = insert_rows(st, st->audit.queue + i,
+                         n - i < AUDIT_INSERT_MAX ? n - i : AUDIT_INSERT_MAX, err);
+    if (rc == CF_OK) {
+        st->audit.seq = st->audit.queue[n - 1].seq;
+        memcpy(st->audit.hash, st->audit.queue[n - 1].hash, CF_HASH_LEN);
+        st->audit.dirty = 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        cf_audit_rec_clear(&st->audit.queue[i]);
+    st->audit.nqueue = 0;
+    return rc;
+}
+
+void cf_db_audit_reset(cf_store *st)
+{
+    for (size_t i = 0; i < st->audit.nqueue; i++)
+        cf_audit_rec_clear(&st->audit.queue[i]);
+    free(st->audit.queue);
+    memset(&st->audit, 0, sizeof st->audit);
+}
+
 cf_err cf_db_audit_flush(cf_store *st, cf_error *err)
 {
+    if (st->audit.nqueue) {
+        int64_t seq;
+        unsigned char hash[CF_HASH_LEN];
+        cf_err rc = cf_store_audit_lock_head(st, &seq, hash, err); /* writes the queue */
+        if (rc != CF_OK)
+            return rc;
+    }
     if (!st->audit.dirty)
         return CF_OK;
     cf_stmt *s;

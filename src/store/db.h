@@ -47,6 +47,11 @@ struct cf_store {
         int locked, dirty;
         int64_t seq;
         unsigned char hash[CF_HASH_LEN];
+        /* Records queued (cf_store_audit_queue), written when the head is next locked or
+         * at commit; hash computes each one's hash once it is numbered. */
+        cf_audit_rec *queue;
+        size_t nqueue, capqueue;
+        void (*hash_fn)(const cf_audit_rec *, unsigned char *);
     } audit;
     char desc[256]; /* the URL with any password removed, for messages */
     /* The change feed's bell (cf_store_change_bell): a counter in the file bell_path (NULL:
@@ -72,6 +77,8 @@ cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
 
 /* Writes the audit head back if this transaction moved it (called by commit). */
 cf_err cf_db_audit_flush(cf_store *st, cf_error *err);
+/* Forgets the transaction's audit state, queued records included (commit and rollback). */
+void cf_db_audit_reset(cf_store *st);
 
 /* A new copy of a column's blob (never NULL: aborts when memory is gone, as cf_strdup). */
 unsigned char *cf_db_blob_dup(const unsigned char *b, size_t len);

@@ -323,6 +323,14 @@ cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[C
 /* Inside the transaction that locked the head: inserts rec and moves the head to it (the
  * head row is written once, at commit). */
 cf_err cf_store_audit_insert(cf_store *st, const cf_audit_rec *rec, cf_error *err);
+/* Inside a transaction: queues a record (its strings are copied) to be numbered, timed,
+ * chained and written after those queued before it, when the transaction next locks the
+ * head (cf_store_audit_lock_head) or commits; hash computes a record's hash then. So the
+ * head is locked for the end of the transaction only, and the records go in one
+ * statement. */
+cf_err cf_store_audit_queue(cf_store *st, const char *actor, const char *action, const char *object,
+                            const char *details,
+                            void (*hash)(const cf_audit_rec *, unsigned char *), cf_error *err);
 /* The head as stored (without locking). */
 cf_err cf_store_audit_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],
                            cf_error *err);

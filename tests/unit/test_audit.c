@@ -99,6 +99,44 @@ static void test_rolled_back_append_leaves_no_trace(void **state)
     }
 }
 
+/* Appends without a number wanted are queued and written at commit (in one statement),
+ * but the chain keeps the order of the appends: an append that wants its number (as a
+ * revocation does, for the change feed) comes after those queued before it. With more
+ * queued than one statement takes (4), the chain still holds. */
+static void test_queued_appends_keep_their_order(void **state)
+{
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        cf_store *st = store_with_records(b, 2);
+        cf_error err;
+        int64_t seq = 0;
+        assert_int_equal(cf_store_begin(st, &err), CF_OK);
+        assert_int_equal(cf_audit_append(st, "unit", "q.1", "a", NULL, NULL, &err), CF_OK);
+        assert_int_equal(cf_audit_append(st, "unit", "q.2", "b", NULL, NULL, &err), CF_OK);
+        assert_int_equal(cf_audit_append(st, "unit", "now", "c", NULL, &seq, &err), CF_OK);
+        assert_int_equal(seq, 5); /* after the two queued ones */
+        for (int i = 0; i < 6; i++)
+            assert_int_equal(cf_audit_append(st, "unit", "q.more", "d", NULL, NULL, &err), CF_OK);
+        assert_int_equal(cf_store_commit(st, &err), CF_OK);
+        cf_audit_verify_result res;
+        assert_int_equal(cf_audit_verify(st, &res, &err), CF_OK);
+        assert_int_equal(res.records, 11);
+        assert_int_equal(res.head_seq, 11);
+        const char *want[] = {"q.1", "q.2", "now", "q.more"};
+        for (int i = 0; i < 4; i++) {
+            char sql[128];
+            snprintf(sql, sizeof sql, "SELECT action FROM audit WHERE seq = %d", 3 + i);
+            cf_stmt *s;
+            assert_int_equal(st->ops->prepare(st, sql, 0, &s, &err), CF_OK);
+            int row = 0;
+            assert_int_equal(st->ops->step(s, &row, &err), CF_OK);
+            assert_int_equal(row, 1);
+            assert_string_equal(st->ops->col_text(s, 0), want[i]);
+            st->ops->done(s);
+        }
+        cf_store_close(st);
+    }
+}
+
 static void test_append_outside_transaction_is_refused(void **state)
 {
     cf_store *st = open_fresh(TU_SQLITE);
@@ -205,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_intact_chain_verifies),
         cmocka_unit_test(test_empty_log_verifies),
         cmocka_unit_test(test_rolled_back_append_leaves_no_trace),
+        cmocka_unit_test(test_queued_appends_keep_their_order),
         cmocka_unit_test(test_append_outside_transaction_is_refused),
         cmocka_unit_test(test_edited_field_is_named),
         cmocka_unit_test(test_deleted_record_is_named),
