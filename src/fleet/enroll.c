@@ -524,10 +524,8 @@ static cf_err enroll_issue(cf_fleet *f, const enroll_ctx *c, const cf_issue_req 
             break;
         cf_fleet_pending_clear(&p);
     }
-    if (rc == CF_OK) {
-        res->cert = p.cert;
-        memset(&p.cert, 0, sizeof p.cert);
-    }
+    if (rc == CF_OK)
+        cf_fleet_pending_take(&p, &res->cert);
     cf_fleet_pending_clear(&p);
     return rc;
 }

@@ -367,6 +367,12 @@ void cf_fleet_pending_clear(cf_pending_cert *p)
     cf_signed_cert_clear(&p->cert);
 }
 
+void cf_fleet_pending_take(cf_pending_cert *p, cf_signed_cert *out)
+{
+    *out = p->cert;
+    memset(&p->cert, 0, sizeof p->cert);
+}
+
 /* What a request must be before the store is asked anything. */
 static cf_err issue_check_req(const cf_issue_req *req, cf_error *err)
 {
@@ -560,10 +566,8 @@ cf_err cf_fleet_issue(cf_fleet *f, const cf_issue_req *req, cf_signed_cert *out,
         cf_fleet_pending_clear(&p);
         rc = cf_fleet_issue_prepare(f, req, &p, err);
     }
-    if (rc == CF_OK) {
-        *out = p.cert;
-        memset(&p.cert, 0, sizeof p.cert);
-    }
+    if (rc == CF_OK)
+        cf_fleet_pending_take(&p, out);
     cf_fleet_pending_clear(&p);
     return rc;
 }
@@ -578,7 +582,8 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
     /* The devices' owners are read from one snapshot (each is read again inside the
      * transaction that records its certificate), then the requests are verified and signed
      * with no transaction open. */
-    int reading = cf_store_read_begin(f->st, err) == CF_OK;
+    cf_error ignored; /* without the snapshot, each lookup reads on its own */
+    int reading = cf_store_read_begin(f->st, &ignored) == CF_OK;
     for (size_t i = 0; i < n; i++) {
         memset(&results[i].cert, 0, sizeof results[i].cert);
         results[i].rc = issue_lookup(f, &reqs[i], &ps[i], &results[i].err);
@@ -606,10 +611,8 @@ cf_err cf_fleet_issue_batch(cf_fleet *f, const cf_issue_req *reqs, size_t n,
         /* The shared transaction failed: each request gets its own, and its own error. */
         if (rc != CF_OK)
             results[i].rc = issue_one_txn(f, &ps[i], &results[i].err);
-        if (results[i].rc == CF_OK) {
-            results[i].cert = ps[i].cert;
-            memset(&ps[i].cert, 0, sizeof ps[i].cert);
-        }
+        if (results[i].rc == CF_OK)
+            cf_fleet_pending_take(&ps[i], &results[i].cert);
     }
     for (size_t i = 0; i < n; i++)
         cf_fleet_pending_clear(&ps[i]);

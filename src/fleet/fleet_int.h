@@ -45,4 +45,7 @@ cf_err cf_fleet_issue_record(cf_fleet *f, const cf_pending_cert *p, cf_error *er
 
 void cf_fleet_pending_clear(cf_pending_cert *p);
 
+/* Hands p's certificate over to *out (cf_signed_cert_clear); p keeps none. */
+void cf_fleet_pending_take(cf_pending_cert *p, cf_signed_cert *out);
+
 #endif

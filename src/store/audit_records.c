@@ -166,24 +166,35 @@ void cf_db_audit_reset(cf_store *st)
     memset(&st->audit, 0, sizeof st->audit);
 }
 
-cf_err cf_db_audit_flush(cf_store *st, cf_error *err)
+cf_err cf_db_audit_commit(cf_store *st, cf_error *err)
 {
-    if (st->audit.nqueue) {
-        int64_t seq;
-        unsigned char hash[CF_HASH_LEN];
-        cf_err rc = cf_store_audit_lock_head(st, &seq, hash, err); /* writes the queue */
-        if (rc != CF_OK)
-            return rc;
-    }
-    if (!st->audit.dirty)
-        return CF_OK;
-    cf_stmt *s;
-    cf_err rc = cf_db_prepare(st, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", &s, err);
+    int64_t seq;
+    unsigned char hash[CF_HASH_LEN];
+    /* The queued records: the head is locked only now (locking writes the queue). */
+    cf_err rc = st->audit.nqueue ? cf_store_audit_lock_head(st, &seq, hash, err) : CF_OK;
     if (rc != CF_OK)
+        return rc;
+    if (!st->audit.dirty)
+        return st->ops->exec(st, "COMMIT", err);
+    if (st->kind == CF_STORE_POSTGRES) {
+        /* The head's write-back and the COMMIT in one round trip (a simple query of two
+         * statements): the values are a number and hex digits, nothing to quote. */
+        char sql[160], hex[2 * CF_HASH_LEN + 1];
+        cf_hex_encode(st->audit.hash, CF_HASH_LEN, 0, hex);
+        snprintf(sql, sizeof sql,
+                 "UPDATE audit_head SET seq = %lld, hash = '\\x%s' WHERE id = 1; COMMIT",
+                 (long long)st->audit.seq, hex);
+        return st->ops->exec(st, sql, err);
+    }
+    cf_stmt *s;
+    if ((rc = cf_db_prepare(st, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", &s, err)) !=
+        CF_OK)
         return rc;
     st->ops->bind_int64(s, 1, st->audit.seq);
     st->ops->bind_blob(s, 2, st->audit.hash, CF_HASH_LEN);
-    return cf_db_run(st, s, err);
+    if ((rc = cf_db_run(st, s, err)) != CF_OK)
+        return rc;
+    return st->ops->exec(st, "COMMIT", err);
 }
 
 cf_err cf_store_audit_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],

@@ -75,8 +75,9 @@ static inline cf_err cf_db_prepare(cf_store *st, const char *sql, cf_stmt **out,
 /* Runs a prepared statement that returns no rows (INSERT/UPDATE/DELETE) and ends it. */
 cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
 
-/* Writes the audit head back if this transaction moved it (called by commit). */
-cf_err cf_db_audit_flush(cf_store *st, cf_error *err);
+/* Ends the transaction (called by commit): writes the queued audit records, writes the
+ * audit head back if the transaction moved it, and COMMITs. */
+cf_err cf_db_audit_commit(cf_store *st, cf_error *err);
 /* Forgets the transaction's audit state, queued records included (commit and rollback). */
 void cf_db_audit_reset(cf_store *st);
 

@@ -456,24 +456,7 @@ void cf_store_read_end(cf_store *st)
 
 cf_err cf_store_commit(cf_store *st, cf_error *err)
 {
-    cf_err rc = CF_OK;
-    if (st->audit.nqueue) { /* the queued audit records: the head is locked only now */
-        int64_t seq;
-        unsigned char hash[CF_HASH_LEN];
-        rc = cf_store_audit_lock_head(st, &seq, hash, err);
-    }
-    if (rc == CF_OK && st->kind == CF_STORE_POSTGRES && st->audit.dirty) {
-        /* The audit head's write-back and the COMMIT in one round trip (a simple query of
-         * two statements): the values are a number and hex digits, nothing to quote. */
-        char sql[160], hex[2 * CF_HASH_LEN + 1];
-        cf_hex_encode(st->audit.hash, CF_HASH_LEN, 0, hex);
-        snprintf(sql, sizeof sql,
-                 "UPDATE audit_head SET seq = %lld, hash = '\\x%s' WHERE id = 1; COMMIT",
-                 (long long)st->audit.seq, hex);
-        rc = st->ops->exec(st, sql, err);
-    } else if (rc == CF_OK && (rc = cf_db_audit_flush(st, err)) == CF_OK) {
-        rc = st->ops->exec(st, "COMMIT", err);
-    }
+    cf_err rc = cf_db_audit_commit(st, err);
     cf_db_audit_reset(st);
     if (rc != CF_OK) {
         cf_store_rollback(st);
