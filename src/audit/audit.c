@@ -109,6 +109,8 @@ static int verify_one(void *arg, const cf_audit_rec *rec)
     }
     if (rec->seq > vs->expect_seq)
         return fail_at(vs, vs->expect_seq, "missing (the chain skips to a later record)");
+    if (rec->hashes_malformed)
+        return fail_at(vs, rec->seq, "a stored hash is not 32 bytes long (record edited)");
     if (!cf_ct_equal(rec->prev_hash, vs->prev, CF_HASH_LEN))
         return fail_at(vs, rec->seq,
                        "its previous-hash does not match the record before it"

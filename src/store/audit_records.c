@@ -17,12 +17,15 @@ void cf_audit_rec_clear(cf_audit_rec *rec)
     memset(rec, 0, sizeof *rec);
 }
 
-static void read_hash(cf_store *st, cf_stmt *s, int col, unsigned char out[CF_HASH_LEN])
+/* Copies a stored hash into out; returns 0 when it is not exactly CF_HASH_LEN bytes long
+ * (out is then zero-padded or cut, and must not be trusted). */
+static int read_hash(cf_store *st, cf_stmt *s, int col, unsigned char out[CF_HASH_LEN])
 {
     size_t len;
     const unsigned char *h = st->ops->col_blob(s, col, &len);
     memset(out, 0, CF_HASH_LEN);
     memcpy(out, h, len < CF_HASH_LEN ? len : CF_HASH_LEN);
+    return len == CF_HASH_LEN;
 }
 
 static cf_err head_read(cf_store *st, const char *sql, int64_t *seq,
@@ -38,7 +41,10 @@ static cf_err head_read(cf_store *st, const char *sql, int64_t *seq,
         return rc;
     }
     *seq = st->ops->col_int64(s, 0);
-    read_hash(st, s, 1, hash);
+    if (!read_hash(st, s, 1, hash)) {
+        st->ops->done(s);
+        return cf_error_set(err, CF_ERR_TAMPERED, "audit head's hash is not 32 bytes long");
+    }
     int row;
     rc = st->ops->step(s, &row, err);
     st->ops->done(s);
@@ -289,8 +295,9 @@ cf_err cf_store_audit_scan(cf_store *st, const cf_audit_filter *f, cf_audit_cb c
         r.action = (char *)o->col_text(s, 3);
         r.object = (char *)o->col_text(s, 4);
         r.details = (char *)o->col_text(s, 5);
-        read_hash(st, s, 6, r.prev_hash);
-        read_hash(st, s, 7, r.hash);
+        int whole = read_hash(st, s, 6, r.prev_hash);
+        whole &= read_hash(st, s, 7, r.hash);
+        r.hashes_malformed = !whole;
         if (cb(arg, &r))
             break;
     }

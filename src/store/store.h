@@ -312,6 +312,7 @@ typedef struct {
     int64_t time_us;
     char *actor, *action, *object, *details; /* details: canonical JSON */
     unsigned char prev_hash[CF_HASH_LEN], hash[CF_HASH_LEN];
+    int hashes_malformed; /* read back: a stored hash was not CF_HASH_LEN bytes long */
 } cf_audit_rec;
 
 void cf_audit_rec_clear(cf_audit_rec *rec);

@@ -102,9 +102,24 @@ tampered "record 4's hash replaced" 4
 fresh edit-prev
 sql "UPDATE audit SET prev_hash = randomblob(32) WHERE seq = 4"
 tampered "record 4's previous-hash replaced" 4
+# Lengths: a hash cut to 31 bytes, or with a zero byte appended (which zero-padding or
+# truncating to 32 bytes would take for the original, whatever the hash's bytes are).
 fresh edit-hash-short
 sql "UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 4"
 tampered "record 4's hash cut short" 4
+fresh edit-hash-long
+sql "UPDATE audit SET hash = hash || zeroblob(1) WHERE seq = 4"
+tampered "record 4's hash with a zero byte appended" 4
+fresh edit-prev-long
+sql "UPDATE audit SET prev_hash = prev_hash || zeroblob(1) WHERE seq = 4"
+tampered "record 4's previous-hash with a zero byte appended" 4
+fresh edit-head-long
+sql "UPDATE audit_head SET hash = hash || zeroblob(1)"
+expect_rc 1 cf audit verify --data "$C"
+expect_stderr "^certfleet: audit verify: .*audit head's hash is not 32 bytes long"
+expect_rc 1 cf issue --data "$C" --csr "$T/dev.csr" --device dev-9
+expect_stderr "audit head's hash is not 32 bytes long"
+pass "the head's hash with a zero byte appended -> refused (and nothing more is appended)"
 fresh edit-last
 sql "UPDATE audit SET object = 'dev-x' WHERE seq = $HEAD"
 tampered "the last record edited" "$HEAD"
