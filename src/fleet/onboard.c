@@ -1017,7 +1017,7 @@ cf_err cf_onboard_import(cf_fleet *f, const cf_onboard_opts *o, cf_onboard_stats
     pthread_t reader_tid, tids[MAX_THREADS];
     int nthreads =
         o->threads > 0 ? (o->threads > MAX_THREADS ? MAX_THREADS : o->threads) : online_cpus();
-    int started = 0, reader_started = 0;
+    int started = 0, reader_started = 0, bulk = 0;
     size_t nroots = 0, nsigners = 0;
     json_t *details = NULL;
     cf_err rc;
@@ -1070,6 +1070,9 @@ cf_err cf_onboard_import(cf_fleet *f, const cf_onboard_opts *o, cf_onboard_stats
     if ((rc = import_begin(&w, mfr.name, err)) != CF_OK)
         goto out;
     stats->import_id = w.imp.id;
+    if ((rc = cf_store_bulk_mode(st, 1, err)) != CF_OK)
+        goto out;
+    bulk = 1;
 
     p.trust = t;
     p.cancel = o->cancel;
@@ -1150,6 +1153,10 @@ out:
     while ((c = w.pending_head)) {
         w.pending_head = c->next;
         chunk_free(c);
+    }
+    if (bulk) {
+        cf_error ignored;
+        cf_store_bulk_mode(st, 0, &ignored); /* only the page cache's size and checkpoints */
     }
     json_decref(details);
     free(w.devs);

@@ -183,9 +183,9 @@ const char *cf_jose_ec_crv(EVP_PKEY *key)
     return NULL;
 }
 
-cf_err cf_jws_verify_es256(EVP_PKEY *pub, const char *protected_b64, size_t protected_len,
-                           const char *payload_b64, size_t payload_len, const unsigned char *sig,
-                           size_t sig_len, cf_error *err)
+cf_err cf_jws_verify_es256(EVP_PKEY *pub, const cf_ec_fixed *fixed, const char *protected_b64,
+                           size_t protected_len, const char *payload_b64, size_t payload_len,
+                           const unsigned char *sig, size_t sig_len, cf_error *err)
 {
     cf_err rc = CF_ERR_CRYPTO;
     ECDSA_SIG *es = NULL;
@@ -197,9 +197,27 @@ cf_err cf_jws_verify_es256(EVP_PKEY *pub, const char *protected_b64, size_t prot
     if (sig_len != 64)
         return cf_error_set(err, CF_ERR_INVALID,
                             "ES256 signature is %zu bytes (64 bytes of r||s expected)", sig_len);
+    /* Hashing here and verifying the digest is the same ES256 check as EVP_DigestVerify, but
+     * OpenSSL 3.0 spends half as long again as the verification itself setting up a
+     * DigestVerify context for every signature. */
+    mdctx = EVP_MD_CTX_new();
+    if (!mdctx || EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(mdctx, protected_b64, protected_len) != 1 ||
+        EVP_DigestUpdate(mdctx, ".", 1) != 1 ||
+        EVP_DigestUpdate(mdctx, payload_b64, payload_len) != 1 ||
+        EVP_DigestFinal_ex(mdctx, md, NULL) != 1) {
+        rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot hash the JWS signing input");
+        goto out;
+    }
+    if (fixed && cf_ec_fixed_verify(fixed, md, sig)) {
+        rc = CF_OK;
+        goto out;
+    }
     const char *crv = cf_jose_ec_crv(pub);
-    if (!crv || strcmp(crv, "P-256") != 0)
-        return cf_error_set(err, CF_ERR_INVALID, "ES256 needs an EC P-256 signer key");
+    if (!crv || strcmp(crv, "P-256") != 0) {
+        rc = cf_error_set(err, CF_ERR_INVALID, "ES256 needs an EC P-256 signer key");
+        goto out;
+    }
     /* JWS carries r||s (RFC 7518 §3.4); OpenSSL verifies the DER ECDSA-Sig-Value. */
     es = ECDSA_SIG_new();
     r = BN_bin2bn(sig, 32, NULL);
@@ -214,16 +232,7 @@ cf_err cf_jws_verify_es256(EVP_PKEY *pub, const char *protected_b64, size_t prot
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot encode ECDSA signature");
         goto out;
     }
-    /* Hashing here and verifying the digest is the same ES256 check as EVP_DigestVerify, but
-     * OpenSSL 3.0 spends half as long again as the verification itself setting up a
-     * DigestVerify context for every signature. */
-    mdctx = EVP_MD_CTX_new();
-    if (!mdctx || EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(mdctx, protected_b64, protected_len) != 1 ||
-        EVP_DigestUpdate(mdctx, ".", 1) != 1 ||
-        EVP_DigestUpdate(mdctx, payload_b64, payload_len) != 1 ||
-        EVP_DigestFinal_ex(mdctx, md, NULL) != 1 || !(pctx = EVP_PKEY_CTX_new(pub, NULL)) ||
-        EVP_PKEY_verify_init(pctx) != 1) {
+    if (!(pctx = EVP_PKEY_CTX_new(pub, NULL)) || EVP_PKEY_verify_init(pctx) != 1) {
         rc = cf_error_openssl(err, CF_ERR_CRYPTO, "cannot start signature verification");
         goto out;
     }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "core/err.h"
+#include "pki/ecfixed.h"
 
 /* Decodes base64url (RFC 4648 §5, without '=' padding, as RFC 7515 §2 requires) of inlen
  * characters into a new buffer (*out: free(); one spare NUL byte follows the *outlen bytes,
@@ -40,10 +41,11 @@ cf_err cf_jose_x5t_s256(X509 *cert, char out[CF_JOSE_X5T_MAX], cf_error *err);
 /* Verifies an ES256 JWS signature (RFC 7518 §3.4): sig is the raw 64-byte r||s, made over
  * the ASCII of protected_b64 + "." + payload_b64 exactly as they appear in the JWS. pub must
  * be an EC P-256 key. CF_ERR_TAMPERED when the signature does not verify, CF_ERR_INVALID
- * for a signature of the wrong length or a key of the wrong type, CF_ERR_CRYPTO. */
-cf_err cf_jws_verify_es256(EVP_PKEY *pub, const char *protected_b64, size_t protected_len,
-                           const char *payload_b64, size_t payload_len, const unsigned char *sig,
-                           size_t sig_len, cf_error *err);
+ * for a signature of the wrong length or a key of the wrong type, CF_ERR_CRYPTO. fixed, when
+ * not NULL, is pub's table (pki/ecfixed.h): a signature it accepts needs nothing more. */
+cf_err cf_jws_verify_es256(EVP_PKEY *pub, const cf_ec_fixed *fixed, const char *protected_b64,
+                           size_t protected_len, const char *payload_b64, size_t payload_len,
+                           const unsigned char *sig, size_t sig_len, cf_error *err);
 
 /* The JOSE crv name of an EC key on an allowed curve ("P-256" or "P-384"); NULL for any
  * other key (other curves, RSA, Ed25519, explicit parameters). */

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "core/util.h"
+#include "pki/ecfixed.h"
 #include "pki/manifest_json.h"
 #include "pki/x509.h"
 
@@ -423,6 +424,46 @@ cf_err cf_manifest_reader_next(cf_manifest_reader *r, json_t **entry, size_t *in
 
 /* ==== Trust ============================================================================== */
 
+/* A key that verifies many signatures (a signer's, a batch CA's) gets a table for
+ * cf_ec_fixed once it has verified FIXED_AFTER of them: the table costs about as much as
+ * 400 verifications, so a key seen a few times never pays for one. */
+#define FIXED_AFTER 512
+
+typedef struct {
+    EVP_PKEY *key; /* borrowed from the certificate that holds it */
+    _Atomic uint64_t uses;
+    _Atomic(cf_ec_fixed *) table; /* NULL until made (and for keys it cannot serve) */
+} fixed_key;
+
+static fixed_key *fixed_key_new(EVP_PKEY *key)
+{
+    fixed_key *f = calloc(1, sizeof *f);
+    if (f)
+        f->key = key;
+    return f;
+}
+
+static void fixed_key_free(fixed_key *f)
+{
+    if (f)
+        cf_ec_fixed_free(atomic_load(&f->table));
+    free(f);
+}
+
+/* The table for f's key, or NULL (none yet, or none possible). The thread whose use is the
+ * FIXED_AFTER-th makes it; the others go on without it meanwhile. */
+static const cf_ec_fixed *fixed_key_table(fixed_key *f)
+{
+    if (!f)
+        return NULL;
+    cf_ec_fixed *k = atomic_load(&f->table);
+    if (!k && atomic_fetch_add(&f->uses, 1) + 1 == FIXED_AFTER) {
+        k = cf_ec_fixed_new(f->key);
+        atomic_store(&f->table, k);
+    }
+    return k;
+}
+
 typedef struct {
     X509 *cert;
     char x5t[CF_JOSE_X5T_MAX];
@@ -430,6 +471,7 @@ typedef struct {
     X509 *issuer_root; /* borrowed from roots; NULL when registered on its own */
     int root_sig_ok;   /* issuer_root's signature on cert verifies (checked once: both are
                           fixed once registered) */
+    fixed_key *fixed;  /* cert's key, for its JWS signatures */
 } trusted_signer;
 
 /* Decoded x5c intermediates by the SHA-256 of their DER. A reel's entries all carry the same
@@ -506,8 +548,10 @@ void cf_manifest_trust_free(cf_manifest_trust *t)
         return;
     X509_STORE_free(t->store);
     sk_X509_pop_free(t->roots, X509_free);
-    for (size_t i = 0; i < t->nsigners; i++)
+    for (size_t i = 0; i < t->nsigners; i++) {
         X509_free(t->signers[i].cert);
+        fixed_key_free(t->signers[i].fixed);
+    }
     free(t->signers);
     if (t->cache) {
         for (size_t i = 0; i < X5C_CACHE_SLOTS; i++)
@@ -635,8 +679,12 @@ cf_err cf_manifest_trust_add_signer(cf_manifest_trust *t, X509 *signer, cf_error
     if (!grown)
         return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
     t->signers = grown;
-    if (!X509_up_ref(signer))
+    if (!(s.fixed = fixed_key_new(X509_get0_pubkey(signer))))
+        return cf_error_set(err, CF_ERR_NOMEM, "out of memory");
+    if (!X509_up_ref(signer)) {
+        fixed_key_free(s.fixed);
         return cf_error_set(err, CF_ERR_CRYPTO, "cannot reference signer");
+    }
     t->signers[t->nsigners++] = s;
     return CF_OK;
 }
@@ -1166,14 +1214,28 @@ ASN1_SEQUENCE(cf_mfst_cert) = {
     STACK_OF(X509) * above;  /* x5c[1..] then the root, as X509_verify_cert built them */
     unsigned char *iss_name; /* DER of x5c[1]'s subject (OPENSSL_free) */
     int iss_name_len;
-    int refs; /* under chain_cache.lock: the cache's own and each user's */
+    fixed_key *fixed; /* x5c[1]'s key, for the device certificates' signatures */
+    int refs;         /* under chain_cache.lock: the cache's own and each user's */
 };
 
 static void chain_rec_free(chain_rec *r)
 {
     sk_X509_pop_free(r->above, X509_free);
     OPENSSL_free(r->iss_name);
+    fixed_key_free(r->fixed);
     free(r);
+}
+
+unsigned cf_manifest_trust_key_tables(const cf_manifest_trust *t)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < t->nsigners; i++)
+        n += atomic_load(&t->signers[i].fixed->table) != NULL;
+    pthread_mutex_lock(&t->chains->lock);
+    for (size_t i = 0; i < CHAIN_SLOTS && t->chains->rec[i]; i++)
+        n += t->chains->rec[i]->fixed && atomic_load(&t->chains->rec[i]->fixed->table) != NULL;
+    pthread_mutex_unlock(&t->chains->lock);
+    return n;
 }
 
 static void chain_rec_release(chain_cache *c, chain_rec *r)
@@ -1301,7 +1363,8 @@ static void chain_add(const cf_manifest_trust *t, const json_t *x5c, STACK_OF(X5
     if (r->fast) {
         r->iss_name_len =
             i2d_X509_NAME(X509_get_subject_name(sk_X509_value(r->above, 0)), &r->iss_name);
-        if (r->iss_name_len <= 0)
+        if (r->iss_name_len <= 0 ||
+            !(r->fixed = fixed_key_new(X509_get0_pubkey(sk_X509_value(r->above, 0)))))
             goto fail;
     }
     r->refs = 1; /* the cache's */
@@ -1487,8 +1550,15 @@ static int chain_leaf_ok(const cf_manifest_trust *t, const chain_rec *r, const u
         goto out;
     /* The signature by x5c[1] over the TBSCertificate bytes as they came. */
     if (!whole_bytes(c->signature) || !tbs->enc.enc || tbs->enc.len <= 0 ||
-        EVP_Digest(tbs->enc.enc, (size_t)tbs->enc.len, md, &mdlen, mdalg, NULL) != 1 ||
-        !(pctx = EVP_PKEY_CTX_new(X509_get0_pubkey(issuer), NULL)) ||
+        EVP_Digest(tbs->enc.enc, (size_t)tbs->enc.len, md, &mdlen, mdalg, NULL) != 1)
+        goto out;
+    const cf_ec_fixed *fixed = mdlen == 32 ? fixed_key_table(r->fixed) : NULL;
+    if (fixed && cf_ec_fixed_verify_der(fixed, md, ASN1_STRING_get0_data(c->signature),
+                                        (size_t)ASN1_STRING_length(c->signature))) {
+        ok = 1;
+        goto out;
+    }
+    if (!(pctx = EVP_PKEY_CTX_new(X509_get0_pubkey(issuer), NULL)) ||
         EVP_PKEY_verify_init(pctx) != 1 ||
         EVP_PKEY_verify(pctx, ASN1_STRING_get0_data(c->signature),
                         (size_t)ASN1_STRING_length(c->signature), md, mdlen) != 1)
@@ -1765,8 +1835,8 @@ static cf_err verify_entry(const cf_manifest_trust *t, const json_t *entry, cons
         cf_error_prefix(err, "signature");
         goto out;
     }
-    if ((rc = cf_jws_verify_es256(X509_get0_pubkey(signer->cert), prot, prot_len, pay, pay_len, sig,
-                                  sig_len, err)) != CF_OK)
+    if ((rc = cf_jws_verify_es256(X509_get0_pubkey(signer->cert), fixed_key_table(signer->fixed),
+                                  prot, prot_len, pay, pay_len, sig, sig_len, err)) != CF_OK)
         goto out;
     snprintf(dev->signer_x5t, sizeof dev->signer_x5t, "%s", signer->x5t);
     if ((rc = decode_b64url_json(pay, pay_len, "payload", &payload, err)) != CF_OK)

@@ -119,6 +119,10 @@ X509 *cf_manifest_trust_find_signer(const cf_manifest_trust *t, const char *x5t)
  * recorded. Either may be NULL. For tests and benchmarks. */
 void cf_manifest_trust_chain_stats(const cf_manifest_trust *t, uint64_t *fast, uint64_t *chains);
 
+/* How many keys (manifest signers' and recorded batch CAs') have verified enough signatures
+ * to get a precomputed table (pki/ecfixed.h). For tests and benchmarks. */
+unsigned cf_manifest_trust_key_tables(const cf_manifest_trust *t);
+
 /* ---- Entry verification ---------------------------------------------------------------- */
 
 #define CF_MANIFEST_UID_MAX 129   /* unique ids: 1..128 of [0-9A-Za-z._:-] */

@@ -49,6 +49,13 @@ void cf_store_rollback(cf_store *st);
 cf_err cf_store_read_begin(cf_store *st, cf_error *err);
 void cf_store_read_end(cf_store *st);
 
+/* Bulk writing on this connection (a manifest import: thousands of rows per transaction,
+ * spread over random places of large indexes). On SQLite a 64 MiB page cache, so index
+ * pages are not read again from the WAL, and a checkpoint every 64 MiB of WAL instead of
+ * 4 MiB, so pages rewritten by consecutive transactions are copied back once; off
+ * restores SQLite's defaults. On PostgreSQL nothing. */
+cf_err cf_store_bulk_mode(cf_store *st, int on, cf_error *err);
+
 /* ---- settings (key/value) ---- */
 
 /* *value is new (free()); CF_ERR_NOT_FOUND when key is unset. */

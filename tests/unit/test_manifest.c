@@ -830,6 +830,49 @@ static void test_verified_chain_does_not_let_a_bad_device_through(void **state)
     free_pki(&p);
 }
 
+/* Keys that verify many signatures get tables (pki/ecfixed.h); with them, bad signatures
+ * are refused as before, with the same messages. */
+static void test_busy_keys_get_tables_that_refuse_what_the_full_way_refuses(void **state)
+{
+    test_pki p = make_pki("20450101000000Z");
+    cf_manifest_trust *t = pki_trust(&p);
+    cf_manifest_device dev;
+    cf_error err;
+    json_t *good = pki_device(&p, "0123cc01", NULL, NULL, NULL);
+    int n = 0;
+    for (; n < 5000 && cf_manifest_trust_key_tables(t) < 2; n++) {
+        if (cf_manifest_verify_entry(t, good, 0, &dev, &err) != CF_OK)
+            fail_msg("%s", err.msg);
+        cf_manifest_device_clear(&dev);
+    }
+    /* The signer's and the batch CA's, and not before they have verified a few hundred. */
+    assert_int_equal(cf_manifest_trust_key_tables(t), 2);
+    assert_true(n >= 100);
+
+    EVP_PKEY *forger = EVP_EC_gen("P-256");
+    expect_refused(t, pki_device(&p, "0123cc02", NULL, forger, NULL), CF_ERR_POLICY,
+                   "x5c[0] does not verify to root \"Test Root\": certificate signature failure");
+    EVP_PKEY_free(forger);
+    for (int i = 0; i < 3; i++) { /* one character of the JWS signature, payload or header */
+        static const char *const member[] = {"signature", "payload", "protected"};
+        json_t *e = pki_device(&p, "0123cc03", NULL, NULL, NULL);
+        char *v = strdup(json_string_value(json_object_get(e, member[i])));
+        flip_b64_char(v + 20);
+        json_object_set_new(e, member[i], json_string(v));
+        free(v);
+        if (i == 2) { /* a changed header no longer names the signer: say so */
+            expect_refused(t, e, CF_ERR_INVALID, "protected header");
+            continue;
+        }
+        expect_refused(t, e, CF_ERR_TAMPERED, "signature does not verify");
+    }
+    assert_int_equal(cf_manifest_verify_entry(t, good, 0, &dev, &err), CF_OK);
+    cf_manifest_device_clear(&dev);
+    json_decref(good);
+    cf_manifest_trust_free(t);
+    free_pki(&p);
+}
+
 static void test_verified_chain_with_a_malformed_device_certificate(void **state)
 {
     /* Hostile x5c[0] bytes under a recorded chain: refused as the full way refuses them. */
@@ -1572,6 +1615,7 @@ int main(void)
         cmocka_unit_test(test_verified_chain_does_not_let_a_bad_device_through),
         cmocka_unit_test(test_verified_chain_is_rechecked_at_the_trusts_time),
         cmocka_unit_test(test_verified_chain_with_a_malformed_device_certificate),
+        cmocka_unit_test(test_busy_keys_get_tables_that_refuse_what_the_full_way_refuses),
         cmocka_unit_test(test_signer_issued_by_a_root_must_carry_its_signature),
         cmocka_unit_test(test_one_payload_byte_changed_fails_that_entry_only),
         cmocka_unit_test(test_one_signature_byte_changed_fails_that_entry_only),
