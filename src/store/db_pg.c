@@ -13,7 +13,7 @@
 #include "store/db.h"
 
 #define PG_CACHE_MAX 128
-#define PG_MAX_PARAMS 32
+#define PG_MAX_PARAMS 65535 /* the protocol's limit */
 
 struct cf_stmt {
     struct pg_store *owner;
@@ -21,10 +21,11 @@ struct cf_stmt {
     int cached;
     char *text; /* uncached: the renumbered SQL, run with PQexecParams; NULL when cached */
     int nparams;
-    const char *values[PG_MAX_PARAMS];
-    int lengths[PG_MAX_PARAMS];
-    int formats[PG_MAX_PARAMS];
-    char ints[PG_MAX_PARAMS][24]; /* decimal text of bound integers */
+    /* nparams each, in the same allocation as the statement */
+    const char **values;
+    int *lengths;
+    int *formats;
+    char (*ints)[24]; /* decimal text of bound integers */
     PGresult *res;
     int row; /* index of the current row; -1 before the first step */
 };
@@ -131,11 +132,17 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
         free(text);
         return cf_error_set(err, CF_ERR_INTERNAL, "store: too many parameters");
     }
-    struct cf_stmt *s = calloc(1, sizeof *s);
+    size_t n = (size_t)nparams;
+    struct cf_stmt *s =
+        calloc(1, sizeof *s + n * (sizeof *s->values + 2 * sizeof(int) + sizeof *s->ints));
     if (!s) {
         free(text);
         return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
     }
+    s->values = (const char **)(s + 1);
+    s->ints = (char(*)[24])(s->values + n);
+    s->lengths = (int *)(s->ints + n);
+    s->formats = s->lengths + n;
     s->owner = ps;
     s->nparams = nparams;
     s->row = -1;
@@ -164,7 +171,7 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
 
 static void set_param(cf_stmt *s, int idx, const char *v, int len, int fmt)
 {
-    if (idx < 1 || idx > PG_MAX_PARAMS)
+    if (idx < 1 || idx > s->nparams)
         return;
     s->values[idx - 1] = v;
     s->lengths[idx - 1] = len;
@@ -173,7 +180,7 @@ static void set_param(cf_stmt *s, int idx, const char *v, int len, int fmt)
 
 static void pgs_bind_int64(cf_stmt *s, int idx, int64_t v)
 {
-    if (idx < 1 || idx > PG_MAX_PARAMS)
+    if (idx < 1 || idx > s->nparams)
         return;
     snprintf(s->ints[idx - 1], sizeof s->ints[0], "%lld", (long long)v);
     set_param(s, idx, s->ints[idx - 1], 0, 0);
@@ -307,7 +314,7 @@ static void pgs_done(cf_stmt *s)
     PQclear(s->res);
     s->res = NULL;
     s->row = -1;
-    memset(s->values, 0, sizeof s->values);
+    memset(s->values, 0, (size_t)s->nparams * sizeof *s->values);
     if (s->cached)
         return;
     free(s->text);

@@ -1,5 +1,6 @@
 /* manufacturers.c - manufacturers, their trusted certificates, manifest imports and the
  * bulk insert of onboarded devices. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,55 +366,113 @@ static cf_err classify_existing(cf_store *st, int64_t import_id, const cf_onboar
     return CF_OK;
 }
 
+/* Devices go in by multi-row INSERTs of up to ONBOARD_ROWS rows: one statement (one round
+ * trip to PostgreSQL) for each, instead of one per device. */
+#define ONBOARD_ROWS 64
+#define ONBOARD_PARAMS 12 /* per row */
+
+static const char onboard_head[] =
+    "INSERT INTO devices (id, state, owner_id, manufacturer_id, batch, model, part_number,"
+    " birth_der, key_fpr, import_id, provisioned_us, claim_hash, created_us, updated_us) VALUES ";
+static const char onboard_row[] = "(?, 'on_hold', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+static const char onboard_tail[] = " ON CONFLICT (id) DO NOTHING RETURNING id";
+#define ONBOARD_SQL_MAX                                                                            \
+    (sizeof onboard_head + ONBOARD_ROWS * (sizeof onboard_row + 1) + sizeof onboard_tail)
+
+/* The INSERT of n rows into out (ONBOARD_SQL_MAX bytes). */
+static void onboard_sql(size_t n, char *out)
+{
+    char *p = out;
+    p += sprintf(p, "%s", onboard_head);
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "%s%s", i ? "," : "", onboard_row);
+    sprintf(p, "%s", onboard_tail);
+}
+
+/* The full-size statement's SQL, made once: a cached statement's SQL outlives the store. */
+static char onboard_full_sql[ONBOARD_SQL_MAX];
+static pthread_once_t onboard_full_once = PTHREAD_ONCE_INIT;
+
+static void onboard_full_init(void)
+{
+    onboard_sql(ONBOARD_ROWS, onboard_full_sql);
+}
+
+/* Inserts devs[0..n) (n <= ONBOARD_ROWS) and sets added[i] for each row inserted. */
+static cf_err onboard_rows(cf_store *st, int64_t manufacturer_id, int64_t import_id, int64_t now,
+                           const cf_onboard_device *devs, size_t n, int *added, cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    char partial[ONBOARD_SQL_MAX];
+    cf_stmt *s;
+    cf_err rc;
+    if (n == ONBOARD_ROWS) {
+        pthread_once(&onboard_full_once, onboard_full_init);
+        rc = o->prepare(st, onboard_full_sql, 1, &s, err);
+    } else {
+        onboard_sql(n, partial);
+        rc = o->prepare(st, partial, 0, &s, err);
+    }
+    if (rc != CF_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const cf_onboard_device *d = &devs[i];
+        int b = (int)(i * ONBOARD_PARAMS);
+        o->bind_text(s, b + 1, d->id);
+        o->bind_int64(s, b + 2, manufacturer_id);
+        bind_opt_text(st, s, b + 3, d->batch);
+        bind_opt_text(st, s, b + 4, d->model);
+        bind_opt_text(st, s, b + 5, d->part_number);
+        if (d->birth_der)
+            o->bind_blob(s, b + 6, d->birth_der, d->birth_der_len);
+        else
+            o->bind_null(s, b + 6);
+        o->bind_text(s, b + 7, d->key_fpr);
+        o->bind_int64(s, b + 8, import_id);
+        o->bind_int64(s, b + 9, d->provisioned_us);
+        if (d->claim_hash)
+            o->bind_blob(s, b + 10, d->claim_hash, CF_HASH_LEN);
+        else
+            o->bind_null(s, b + 10);
+        o->bind_int64(s, b + 11, now);
+        o->bind_int64(s, b + 12, now);
+        added[i] = 0;
+    }
+    /* RETURNING names the rows inserted, in no promised order; of two rows with one id (a
+     * manifest that lists a device twice) only the first can have been. */
+    size_t next = 0;
+    int row;
+    while ((rc = o->step(s, &row, err)) == CF_OK && row) {
+        const char *id = o->col_text(s, 0);
+        for (size_t k = 0; k < n; k++) {
+            size_t i = (next + k) % n;
+            if (!added[i] && strcmp(devs[i].id, id) == 0) {
+                added[i] = 1;
+                next = i + 1;
+                break;
+            }
+        }
+    }
+    o->done(s);
+    return rc;
+}
+
 cf_err cf_store_device_onboard(cf_store *st, int64_t manufacturer_id, int64_t import_id,
                                const cf_onboard_device *devs, size_t n, cf_onboard_result *result,
                                cf_error *err)
 {
-    const struct cf_db_ops *o = st->ops;
     int64_t now = cf_time_now_us();
+    int added[ONBOARD_ROWS];
     cf_err rc = CF_OK;
-    for (size_t i = 0; i < n && rc == CF_OK; i++) {
-        const cf_onboard_device *d = &devs[i];
-        cf_stmt *s;
-        rc = cf_db_prepare(st,
-                           "INSERT INTO devices (id, state, owner_id, manufacturer_id, batch,"
-                           " model, part_number, birth_der, key_fpr, import_id, provisioned_us,"
-                           " claim_hash, created_us, updated_us)"
-                           " VALUES (?, 'on_hold', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                           " ON CONFLICT (id) DO NOTHING RETURNING id",
-                           &s, err);
-        if (rc != CF_OK)
-            break;
-        o->bind_text(s, 1, d->id);
-        o->bind_int64(s, 2, manufacturer_id);
-        bind_opt_text(st, s, 3, d->batch);
-        bind_opt_text(st, s, 4, d->model);
-        bind_opt_text(st, s, 5, d->part_number);
-        if (d->birth_der)
-            o->bind_blob(s, 6, d->birth_der, d->birth_der_len);
-        else
-            o->bind_null(s, 6);
-        o->bind_text(s, 7, d->key_fpr);
-        o->bind_int64(s, 8, import_id);
-        o->bind_int64(s, 9, d->provisioned_us);
-        if (d->claim_hash)
-            o->bind_blob(s, 10, d->claim_hash, CF_HASH_LEN);
-        else
-            o->bind_null(s, 10);
-        o->bind_int64(s, 11, now);
-        o->bind_int64(s, 12, now);
-        int row = 0;
-        rc = o->step(s, &row, err);
-        int inserted = rc == CF_OK && row;
-        if (inserted)
-            rc = o->step(s, &row, err);
-        o->done(s);
-        if (rc != CF_OK)
-            break;
-        if (inserted)
-            result[i] = CF_ONBOARD_ADDED;
-        else
-            rc = classify_existing(st, import_id, d, &result[i], err);
+    for (size_t at = 0; at < n && rc == CF_OK; at += ONBOARD_ROWS) {
+        size_t m = n - at < ONBOARD_ROWS ? n - at : ONBOARD_ROWS;
+        rc = onboard_rows(st, manufacturer_id, import_id, now, devs + at, m, added, err);
+        for (size_t i = 0; i < m && rc == CF_OK; i++) {
+            if (added[i])
+                result[at + i] = CF_ONBOARD_ADDED;
+            else
+                rc = classify_existing(st, import_id, &devs[at + i], &result[at + i], err);
+        }
     }
     return rc;
 }
