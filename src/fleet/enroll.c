@@ -241,23 +241,30 @@ static cf_err device_admissible(const cf_enroll_device *d, int64_t label_owner, 
 }
 
 /* A birth enrollment is for a device without a working certificate: an active device that
- * has one re-enrolls with it. */
+ * has one (good of them) re-enrolls with it. */
+static cf_err good_cert_conflict(const cf_enroll_device *d, int64_t good, cf_error *err)
+{
+    if (d->state != CF_DEVICE_ACTIVE || good <= 0)
+        return CF_OK;
+    return cf_error_set(err, CF_ERR_STATE,
+                        "device %s is already active with a good certificate: re-enroll with it"
+                        " (simplereenroll)",
+                        d->id);
+}
+
+/* The same, counting the device's good certificates now (under its lock: after it). */
 static cf_err check_no_good_cert(cf_store *st, const cf_enroll_device *d, cf_error *err)
 {
     int64_t good = 0;
     if (d->state != CF_DEVICE_ACTIVE)
         return CF_OK;
     cf_err rc = cf_store_device_good_certs(st, d->id, (int64_t)time(NULL), &good, err);
-    if (rc == CF_OK && good > 0)
-        rc = cf_error_set(err, CF_ERR_STATE,
-                          "device %s is already active with a good certificate: re-enroll with it"
-                          " (simplereenroll)",
-                          d->id);
-    return rc;
+    return rc == CF_OK ? good_cert_conflict(d, good, err) : rc;
 }
 
-/* The device whose birth certificate the client presented. */
-static cf_err birth_auth(cf_fleet *f, const cf_enroll_req *req, cf_enroll_device *d,
+/* The device whose birth certificate the client presented, with its owner's policy and its
+ * good certificates (one read). */
+static cf_err birth_auth(cf_fleet *f, const cf_enroll_req *req, cf_enroll_birth *b,
                          cf_enroll_result *res, cf_error *err)
 {
     X509 *leaf = NULL;
@@ -270,13 +277,13 @@ static cf_err birth_auth(cf_fleet *f, const cf_enroll_req *req, cf_enroll_device
     X509_free(leaf);
     if (rc != CF_OK)
         return rc;
-    rc = cf_store_enroll_device_by_birth(cf_fleet_store(f), fpr, req->client_der,
-                                         req->client_der_len, 0, d, err);
+    rc = cf_store_enroll_birth_get(cf_fleet_store(f), fpr, req->client_der, req->client_der_len,
+                                   (int64_t)time(NULL), b, err);
     if (rc == CF_ERR_NOT_FOUND)
         return unauthenticated(
             res, err, "client certificate is not the birth certificate of any onboarded device");
     if (rc == CF_OK)
-        snprintf(res->device, sizeof res->device, "%s", d->id);
+        snprintf(res->device, sizeof res->device, "%s", b->dev.id);
     return rc;
 }
 
@@ -461,12 +468,11 @@ static cf_err supersede(cf_store *st, const enroll_ctx *c, const char *by, json_
     return rc;
 }
 
-/* Re-checks the device under its lock, records the certificate, and audits the enrollment. */
-static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p, cf_error *err)
+/* Reads the device under its lock and checks again what was checked before signing: it may
+ * have changed since. */
+static cf_err enroll_recheck(cf_store *st, const enroll_ctx *c, cf_pending_cert *p, cf_error *err)
 {
-    cf_store *st = cf_fleet_store(f);
     cf_enroll_device d = {0};
-    json_t *det = NULL;
     cf_err rc = cf_store_enroll_device_get(st, c->device_id, 1, &d, err);
     if (rc != CF_OK)
         return rc;
@@ -488,18 +494,43 @@ static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p
         rc = cf_error_set(err, CF_ERR_STATE, "device %s: its approval was withdrawn", d.id);
         goto out;
     }
+out:
+    cf_enroll_device_clear(&d);
+    return rc;
+}
+
+/* Re-checks the device under its lock, records the certificate, and audits the enrollment. */
+static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p, cf_error *err)
+{
+    cf_store *st = cf_fleet_store(f);
+    json_t *det = NULL;
+    int activated = 0;
+    int64_t owner_id = 0;
+    cf_err rc = CF_OK;
+    /* The common birth enrollment, a claimed device that may enroll, is locked, re-checked and
+     * made active in one statement; any other case is read under the lock and told why. */
+    if (c->how != HOW_REENROLL)
+        rc = cf_store_enroll_activate(st, c->device_id, c->label_owner, c->policy->require_approval,
+                                      &activated, &owner_id, err);
+    if (rc == CF_OK && activated) {
+        p->locked = 1;
+        p->locked_owner = owner_id;
+        p->locked_state = CF_DEVICE_ACTIVE;
+    } else if (rc == CF_OK) {
+        rc = enroll_recheck(st, c, p, err);
+    }
+    if (rc != CF_OK)
+        return rc;
     if ((rc = cf_fleet_issue_record(f, p, err)) != CF_OK)
-        goto out;
+        return rc;
     det = json_pack("{s:s, s:s}", "serial", p->cert.serial, "how", how_names[c->how]);
     if (c->how == HOW_REENROLL)
         rc = supersede(st, c, p->cert.serial, det, err);
-    else
-        rc = cf_store_enroll_done(st, d.id, err);
+    else if (!activated)
+        rc = cf_store_enroll_done(st, c->device_id, err);
     if (rc == CF_OK)
-        rc = cf_audit_append(st, p->req->actor, "device.enroll", d.id, det, NULL, err);
-out:
+        rc = cf_audit_append(st, p->req->actor, "device.enroll", c->device_id, det, NULL, err);
     json_decref(det);
-    cf_enroll_device_clear(&d);
     return rc;
 }
 
@@ -580,7 +611,8 @@ static cf_err make_csr(EVP_PKEY *key, const char *device_id, unsigned char **der
 static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how,
                            cf_enroll_result *res, cf_error *err)
 {
-    cf_enroll_device d = {0};
+    cf_enroll_birth b = {0};
+    cf_enroll_device *const d = &b.dev;
     cf_enroll_policy pol;
     cf_csr_view csr = {0};
     unsigned char *gen_csr = NULL;
@@ -590,19 +622,19 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
     memset(res, 0, sizeof *res);
     cf_err rc = resolve_label(f, req->label, &label_owner, err);
     if (rc == CF_OK)
-        rc = birth_auth(f, req, &d, res, err);
+        rc = birth_auth(f, req, &b, res, err);
     if (rc == CF_OK)
-        rc = device_admissible(&d, label_owner, req->label, err);
+        rc = device_admissible(d, label_owner, req->label, err);
+    if (rc == CF_OK)
+        rc = good_cert_conflict(d, b.good_certs, err);
     if (rc != CF_OK)
         goto out;
+    policy_defaults(&pol);
+    if (d->owner_id && b.has_policy)
+        pol = b.policy;
+    rc = csr_read(req, &csr, fpr, err);
     if (rc == CF_OK)
-        rc = check_no_good_cert(cf_fleet_store(f), &d, err);
-    if (rc == CF_OK)
-        rc = policy_for(f, d.owner_id, &pol, err);
-    if (rc == CF_OK)
-        rc = csr_read(req, &csr, fpr, err);
-    if (rc == CF_OK)
-        rc = check_identity(f, &csr, d.id, err);
+        rc = check_identity(f, &csr, d->id, err);
     if (rc != CF_OK)
         goto out;
     if (how == HOW_SERVERKEYGEN) {
@@ -610,7 +642,7 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
             rc = cf_error_set(err, CF_ERR_POLICY,
                               "serverkeygen is off for owner %s: the device must make its own key"
                               " (simpleenroll)",
-                              d.owner ? d.owner : "(the vendor)");
+                              d->owner ? d->owner : "(the vendor)");
             goto out;
         }
         /* RFC 7030 4.4.1: the CSR's key is not used, but the request must be well formed. */
@@ -621,29 +653,29 @@ static cf_err birth_enroll(cf_fleet *f, const cf_enroll_req *req, enroll_how how
         X509_REQ_free(full);
         if (rc != CF_OK)
             goto out;
-    } else if (!pol.allow_birth_key && d.key_fpr && strcmp(fpr, d.key_fpr) == 0) {
+    } else if (!pol.allow_birth_key && d->key_fpr && strcmp(fpr, d->key_fpr) == 0) {
         rc = cf_error_set(err, CF_ERR_INVALID,
                           "CSR: its key is the device's birth key; the operational key must be a"
                           " new one");
         goto out;
     }
-    snprintf(actor, sizeof actor, "device:%s", d.id);
-    if (pol.require_approval && !d.approved_us) {
-        rc = hold_for_approval(f, &d, actor, res, err);
+    snprintf(actor, sizeof actor, "device:%s", d->id);
+    if (pol.require_approval && !d->approved_us) {
+        rc = hold_for_approval(f, d, actor, res, err);
         goto out;
     }
     cf_issue_req ireq = {
-        .csr = req->csr, .csr_len = req->csr_len, .device_id = d.id, .actor = actor};
+        .csr = req->csr, .csr_len = req->csr_len, .device_id = d->id, .actor = actor};
     if (how == HOW_SERVERKEYGEN) {
         if ((rc = cf_key_generate(CF_KEY_P256, &res->key, err)) != CF_OK ||
-            (rc = make_csr(res->key, d.id, &gen_csr, &gen_len, err)) != CF_OK)
+            (rc = make_csr(res->key, d->id, &gen_csr, &gen_len, err)) != CF_OK)
             goto out;
         ireq.csr = gen_csr;
         ireq.csr_len = (size_t)gen_len;
     }
     enroll_ctx c = {.how = how,
-                    .dev = &d,
-                    .device_id = d.id,
+                    .dev = d,
+                    .device_id = d->id,
                     .policy = &pol,
                     .label_owner = label_owner,
                     .label = req->label};
@@ -653,7 +685,7 @@ out:
         cf_enroll_result_clear(res);
     OPENSSL_free(gen_csr);
     cf_csr_view_clear(&csr);
-    cf_enroll_device_clear(&d);
+    cf_enroll_birth_clear(&b);
     return rc;
 }
 

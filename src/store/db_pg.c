@@ -3,7 +3,8 @@
  * Cached statements are prepared once per connection under a name; others run through the
  * unnamed statement (PQexecParams), so nothing needs deallocating, not even inside a
  * transaction the server has already aborted. Results come back in binary: integers are
- * decoded by their column type, text as is, bytea as raw bytes. */
+ * decoded by their column type, text as is, bytea as raw bytes. BEGIN is sent with the
+ * transaction's first statement, in its round trip. */
 #include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@ typedef struct pg_store {
     } cache[PG_CACHE_MAX];
     size_t ncache;
     unsigned next_name;
+    int begin_due; /* BEGIN was asked for and waits for the transaction's first statement */
 } pg_store;
 
 /* "?" -> "$n" outside quoted strings. Returns a new string and the number of parameters. */
@@ -98,6 +100,23 @@ static int ends_with_commit(const char *sql)
 static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
 {
     pg_store *ps = (pg_store *)st;
+    char *joined = NULL;
+    /* A connection known to be lost fails BEGIN itself, as it would without the wait. */
+    if (strcmp(sql, "BEGIN") == 0 && PQstatus(ps->conn) == CONNECTION_OK) {
+        ps->begin_due = 1;
+        return CF_OK;
+    }
+    if (ps->begin_due) {
+        ps->begin_due = 0;
+        if (strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0)
+            return CF_OK; /* a transaction that ran nothing */
+        /* One simple query of several statements: BEGIN opens a block that outlives it. */
+        size_t n = strlen(sql) + sizeof "BEGIN; ";
+        if (!(joined = malloc(n)))
+            return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+        snprintf(joined, n, "BEGIN; %s", sql);
+        sql = joined;
+    }
     PGresult *res = PQexec(ps->conn, sql);
     ExecStatusType s = PQresultStatus(res);
     cf_err rc = CF_OK;
@@ -110,6 +129,7 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
                           "store: transaction was rolled back by %s after an earlier error",
                           ps->base.desc);
     PQclear(res);
+    free(joined);
     return rc;
 }
 
@@ -201,11 +221,57 @@ static void pgs_bind_null(cf_stmt *s, int idx)
     set_param(s, idx, NULL, 0, 0);
 }
 
+static int send_stmt(cf_stmt *s)
+{
+    PGconn *c = s->owner->conn;
+    if (s->text)
+        return PQsendQueryParams(c, s->text, s->nparams, NULL, s->values, s->lengths, s->formats,
+                                 1);
+    return PQsendQueryPrepared(c, s->name, s->nparams, s->values, s->lengths, s->formats, 1);
+}
+
+/* Sends the BEGIN that is due and s in one round trip (libpq's pipeline mode). Returns s's
+ * result, or BEGIN's when BEGIN failed; NULL when nothing came back (PQerrorMessage says
+ * why). */
+static PGresult *exec_with_begin(cf_stmt *s)
+{
+    PGconn *c = s->owner->conn;
+    PGresult *res[2] = {NULL, NULL}, *r;
+    int queries = 0;
+    s->owner->begin_due = 0;
+    if (!PQenterPipelineMode(c))
+        return NULL;
+    if (PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0))
+        queries = send_stmt(s) ? 2 : 1;
+    if (queries && PQpipelineSync(c)) {
+        /* Each query's results end with a NULL; the sync point's result comes last. Whatever
+         * was sent is read, so that the connection leaves pipeline mode. */
+        for (int q = 0; q < queries; q++) {
+            while ((r = PQgetResult(c))) {
+                if (!res[q])
+                    res[q] = r;
+                else
+                    PQclear(r);
+            }
+        }
+        PQclear(PQgetResult(c));
+    }
+    PQexitPipelineMode(c);
+    if (res[0] && PQresultStatus(res[0]) == PGRES_COMMAND_OK) {
+        PQclear(res[0]);
+        return res[1];
+    }
+    PQclear(res[1]);
+    return res[0];
+}
+
 static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
 {
     *row = 0;
     if (!s->res) {
-        if (s->text)
+        if (s->owner->begin_due)
+            s->res = exec_with_begin(s);
+        else if (s->text)
             s->res = PQexecParams(s->owner->conn, s->text, s->nparams, NULL, s->values, s->lengths,
                                   s->formats, 1);
         else

@@ -143,6 +143,59 @@ cf_err cf_store_enroll_device_by_birth(cf_store *st, const char *key_fpr,
     return rc;
 }
 
+void cf_enroll_birth_clear(cf_enroll_birth *b)
+{
+    if (b)
+        cf_enroll_device_clear(&b->dev);
+}
+
+cf_err cf_store_enroll_birth_get(cf_store *st, const char *key_fpr, const unsigned char *birth_der,
+                                 size_t birth_der_len, int64_t now_s, cf_enroll_birth *out,
+                                 cf_error *err)
+{
+    const struct cf_db_ops *o = st->ops;
+    cf_stmt *s;
+    /* The count only matters for an active device (cf_store_device_good_certs' query). */
+    cf_err rc = cf_db_prepare(
+        st,
+        "SELECT d.id, d.state, d.owner_id, o.name, d.blocked, d.birth_der, d.key_fpr,"
+        " d.enroll_pending_us, d.enroll_approved_us,"
+        " p.owner_id, p.require_approval, p.serverkeygen, p.allow_key_reuse, p.allow_birth_key,"
+        " p.reenroll_grace_s, p.updated_us,"
+        " CASE WHEN d.state = 'active' THEN (SELECT COUNT(*) FROM certificates c"
+        " WHERE c.device_id = d.id AND c.status = 'good' AND c.not_before <= ?"
+        " AND c.not_after > ?) ELSE 0 END"
+        " FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"
+        " LEFT JOIN enroll_policies p ON p.owner_id = d.owner_id"
+        " WHERE d.key_fpr = ? AND d.birth_der = ?",
+        &s, err);
+    if (rc != CF_OK)
+        return rc;
+    o->bind_int64(s, 1, now_s);
+    o->bind_int64(s, 2, now_s);
+    o->bind_text(s, 3, key_fpr);
+    o->bind_blob(s, 4, birth_der, birth_der_len);
+    if ((rc = cf_db_one(st, s, err)) != CF_OK) {
+        if (rc == CF_ERR_NOT_FOUND)
+            cf_error_set(err, rc, "no device has this birth certificate");
+        return rc;
+    }
+    memset(out, 0, sizeof *out);
+    enroll_device_read(st, s, &out->dev);
+    out->has_policy = !o->col_null(s, 9);
+    if (out->has_policy) {
+        out->policy.require_approval = o->col_int64(s, 10) != 0;
+        out->policy.serverkeygen = o->col_int64(s, 11) != 0;
+        out->policy.allow_key_reuse = o->col_int64(s, 12) != 0;
+        out->policy.allow_birth_key = o->col_int64(s, 13) != 0;
+        out->policy.reenroll_grace_s = o->col_int64(s, 14);
+        out->policy.updated_us = o->col_int64(s, 15);
+    }
+    out->good_certs = o->col_int64(s, 16);
+    o->done(s);
+    return CF_OK;
+}
+
 cf_err cf_store_enroll_device_get(cf_store *st, const char *id, int lock, cf_enroll_device *out,
                                   cf_error *err)
 {
@@ -224,6 +277,44 @@ cf_err cf_store_enroll_done(cf_store *st, const char *id, cf_error *err)
     st->ops->bind_int64(s, 1, cf_time_now_us());
     st->ops->bind_text(s, 2, id);
     return cf_db_run(st, s, err);
+}
+
+cf_err cf_store_enroll_activate(cf_store *st, const char *id, int64_t label_owner,
+                                int need_approval, int *done, int64_t *owner_id, cf_error *err)
+{
+    cf_stmt *s;
+    int row = 0;
+    *done = 0;
+    *owner_id = 0;
+    /* Every condition is on the device's own row, which the UPDATE locks: PostgreSQL
+     * re-checks them on the row as a concurrent transaction left it. An active device is
+     * left to the caller, whose check of its certificates must read them after the lock. */
+    cf_err rc = lock_check(st, 1, err);
+    if (rc == CF_OK)
+        rc = cf_db_prepare(st,
+                           "UPDATE devices SET state = 'active', updated_us = ?,"
+                           " enroll_pending_us = NULL, enroll_approved_us = NULL"
+                           " WHERE id = ? AND state = 'claimed' AND blocked = 0"
+                           " AND (CAST(? AS BIGINT) = 0 OR owner_id = ?)"
+                           " AND (CAST(? AS BIGINT) = 0 OR enroll_approved_us IS NOT NULL)"
+                           " RETURNING owner_id",
+                           &s, err);
+    if (rc != CF_OK)
+        return rc;
+    st->ops->bind_int64(s, 1, cf_time_now_us());
+    st->ops->bind_text(s, 2, id);
+    st->ops->bind_int64(s, 3, label_owner);
+    st->ops->bind_int64(s, 4, label_owner);
+    st->ops->bind_int64(s, 5, need_approval != 0);
+    if ((rc = st->ops->step(s, &row, err)) == CF_OK && row) {
+        *done = 1;
+        *owner_id = st->ops->col_null(s, 0) ? 0 : st->ops->col_int64(s, 0);
+        rc = st->ops->step(s, &row, err); /* to its end, so the statement can be reused */
+    }
+    st->ops->done(s);
+    if (rc != CF_OK)
+        *done = 0;
+    return rc;
 }
 
 cf_err cf_store_device_good_certs(cf_store *st, const char *device_id, int64_t now_s, int64_t *n,

@@ -641,6 +641,22 @@ void cf_enroll_device_clear(cf_enroll_device *d); /* accepts NULL */
 cf_err cf_store_enroll_device_by_birth(cf_store *st, const char *key_fpr,
                                        const unsigned char *birth_der, size_t birth_der_len,
                                        int lock, cf_enroll_device *out, cf_error *err);
+/* What a birth-certificate enrollment reads before it signs, in one query. */
+typedef struct {
+    cf_enroll_device dev;    /* as cf_store_enroll_device_by_birth finds it */
+    int has_policy;          /* 0: its owner never set a policy (the caller's defaults) */
+    cf_enroll_policy policy; /* its owner's, when has_policy */
+    int64_t good_certs;      /* an active device: as cf_store_device_good_certs at now_s; else 0 */
+} cf_enroll_birth;
+
+void cf_enroll_birth_clear(cf_enroll_birth *b); /* accepts NULL */
+
+/* The device whose birth certificate is exactly birth_der (key fingerprint key_fpr) with its
+ * owner's policy and, when it is active, its good certificates at now_s. *out: clear with
+ * cf_enroll_birth_clear. CF_ERR_NOT_FOUND when no device has the certificate. */
+cf_err cf_store_enroll_birth_get(cf_store *st, const char *key_fpr, const unsigned char *birth_der,
+                                 size_t birth_der_len, int64_t now_s, cf_enroll_birth *out,
+                                 cf_error *err);
 /* Device id (CF_ERR_NOT_FOUND naming it); lock as above. */
 cf_err cf_store_enroll_device_get(cf_store *st, const char *id, int lock, cf_enroll_device *out,
                                   cf_error *err);
@@ -654,6 +670,14 @@ cf_err cf_store_enroll_set_approved(cf_store *st, const char *id, int64_t approv
 /* Makes device id active and clears its pending request and approval (an enrollment
  * used them). */
 cf_err cf_store_enroll_done(cf_store *st, const char *id, cf_error *err);
+
+/* Inside a transaction, the common birth enrollment in one statement: makes device id active
+ * as cf_store_enroll_done does (its row locked until commit) if it is claimed, not blocked,
+ * owned by label_owner (0: any owner) and, with need_approval, approved. *done tells whether
+ * it was, with *owner_id its owner (0: the vendor); when not, nothing changed and the caller
+ * reads the device under its lock to say why, or to enroll an active one. */
+cf_err cf_store_enroll_activate(cf_store *st, const char *id, int64_t label_owner,
+                                int need_approval, int *done, int64_t *owner_id, cf_error *err);
 
 /* Number of good certificates of device_id whose validity includes now_s. */
 cf_err cf_store_device_good_certs(cf_store *st, const char *device_id, int64_t now_s, int64_t *n,

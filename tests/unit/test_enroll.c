@@ -549,6 +549,107 @@ static void test_concurrent_birth_enrollments_issue_once(void **state)
     }
 }
 
+/* The read before signing brings the device, its owner's policy (none: has_policy 0) and,
+ * for an active device only, its good certificates. */
+static void test_birth_read_brings_policy_and_good_certificates(void **state)
+{
+    (void)state;
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        cf_store *st = open_fresh(b);
+        cf_error err = {0};
+        cf_enroll_birth r = {0};
+        int64_t owner = 0;
+        onboard_two(b, st);
+        ASSERT_OK(b, cf_store_enroll_birth_get(st, FPR_A, birth_a, sizeof birth_a, 100, &r, &err));
+        assert_string_equal(r.dev.id, "dev-a");
+        assert_int_equal(r.dev.state, CF_DEVICE_ON_HOLD);
+        assert_int_equal(r.has_policy, 0);
+        assert_int_equal(r.good_certs, 0);
+        cf_enroll_birth_clear(&r);
+        assert_int_equal(
+            cf_store_enroll_birth_get(st, FPR_A, birth_b, sizeof birth_b, 100, &r, &err),
+            CF_ERR_NOT_FOUND);
+
+        ASSERT_OK(b, cf_store_owner_insert(st, "acme", cf_time_now_us(), &owner, &err));
+        cf_enroll_policy p = {.require_approval = 1, .reenroll_grace_s = 77, .updated_us = 5};
+        ASSERT_OK(b, cf_store_enroll_policy_set(st, owner, &p, &err));
+        ASSERT_OK(b, cf_store_device_set_owner(st, "dev-a", owner, CF_DEVICE_CLAIMED, &err));
+        int64_t ca = insert_ca(b, st);
+        insert_cert(b, st, ca, "0A", 4102444800);
+        ASSERT_OK(b, cf_store_enroll_birth_get(st, FPR_A, birth_a, sizeof birth_a, 100, &r, &err));
+        assert_int_equal(r.dev.owner_id, owner);
+        assert_string_equal(r.dev.owner, "acme");
+        assert_int_equal(r.has_policy, 1);
+        assert_memory_equal(&r.policy, &p, sizeof p);
+        assert_int_equal(r.good_certs, 0); /* claimed: not counted */
+        cf_enroll_birth_clear(&r);
+
+        ASSERT_OK(b, cf_store_device_set_state(st, "dev-a", CF_DEVICE_ACTIVE, &err));
+        ASSERT_OK(b, cf_store_enroll_birth_get(st, FPR_A, birth_a, sizeof birth_a, 100, &r, &err));
+        assert_int_equal(r.good_certs, 1);
+        cf_enroll_birth_clear(&r);
+        ASSERT_OK(
+            b, cf_store_enroll_birth_get(st, FPR_A, birth_a, sizeof birth_a, 4102444800, &r, &err));
+        assert_int_equal(r.good_certs, 0); /* expired by then */
+        cf_enroll_birth_clear(&r);
+        cf_store_close(st);
+    }
+}
+
+/* Activation in one statement: only a claimed device that is not blocked, of the label's
+ * owner, approved when approval is needed; anything else changes nothing. */
+static void test_activate_only_a_claimed_admissible_device(void **state)
+{
+    (void)state;
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        cf_store *st = open_fresh(b);
+        cf_error err = {0};
+        cf_enroll_device d = {0};
+        int64_t owner = 0, other = 0, got = -1;
+        int done = -1;
+        onboard_two(b, st);
+        ASSERT_OK(b, cf_store_owner_insert(st, "acme", cf_time_now_us(), &owner, &err));
+        ASSERT_OK(b, cf_store_owner_insert(st, "other", cf_time_now_us(), &other, &err));
+        /* Outside a transaction: refused. */
+        assert_int_equal(cf_store_enroll_activate(st, "dev-a", 0, 0, &done, &got, &err),
+                         CF_ERR_INTERNAL);
+
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        ASSERT_OK(b, cf_store_enroll_activate(st, "dev-a", 0, 0, &done, &got, &err));
+        assert_int_equal(done, 0); /* on hold */
+        ASSERT_OK(b, cf_store_enroll_activate(st, "nope", 0, 0, &done, &got, &err));
+        assert_int_equal(done, 0);
+        ASSERT_OK(b, cf_store_device_set_owner(st, "dev-a", owner, CF_DEVICE_CLAIMED, &err));
+        ASSERT_OK(b, cf_store_device_set_owner(st, "dev-b", owner, CF_DEVICE_CLAIMED, &err));
+        ASSERT_OK(b, cf_store_enroll_activate(st, "dev-a", other, 0, &done, &got, &err));
+        assert_int_equal(done, 0); /* another owner's label */
+        ASSERT_OK(b, cf_store_enroll_activate(st, "dev-a", 0, 1, &done, &got, &err));
+        assert_int_equal(done, 0); /* not approved */
+        ASSERT_OK(b, cf_store_device_set_blocked(st, "dev-b", 9, &err));
+        ASSERT_OK(b, cf_store_enroll_activate(st, "dev-b", 0, 0, &done, &got, &err));
+        assert_int_equal(done, 0); /* blocked */
+        ASSERT_OK(b, cf_store_enroll_device_get(st, "dev-a", 1, &d, &err));
+        assert_int_equal(d.state, CF_DEVICE_CLAIMED);
+        cf_enroll_device_clear(&d);
+
+        ASSERT_OK(b, cf_store_enroll_mark_pending(st, "dev-a", 10, &done, &err));
+        ASSERT_OK(b, cf_store_enroll_set_approved(st, "dev-a", 11, &err));
+        ASSERT_OK(b, cf_store_enroll_activate(st, "dev-a", owner, 1, &done, &got, &err));
+        assert_int_equal(done, 1);
+        assert_int_equal(got, owner);
+        ASSERT_OK(b, cf_store_enroll_device_get(st, "dev-a", 1, &d, &err));
+        assert_int_equal(d.state, CF_DEVICE_ACTIVE);
+        assert_int_equal(d.pending_us, 0);
+        assert_int_equal(d.approved_us, 0);
+        cf_enroll_device_clear(&d);
+        /* Active now: left to the caller. */
+        ASSERT_OK(b, cf_store_enroll_activate(st, "dev-a", 0, 0, &done, &got, &err));
+        assert_int_equal(done, 0);
+        ASSERT_OK(b, cf_store_commit(st, &err));
+        cf_store_close(st);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -558,6 +659,8 @@ int main(void)
         cmocka_unit_test(test_supersession_revokes_only_due_good_certificates),
         cmocka_unit_test(test_fleet_enrolls_reenrolls_and_supersedes),
         cmocka_unit_test(test_concurrent_birth_enrollments_issue_once),
+        cmocka_unit_test(test_birth_read_brings_policy_and_good_certificates),
+        cmocka_unit_test(test_activate_only_a_claimed_admissible_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
