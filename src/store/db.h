@@ -34,6 +34,8 @@ struct cf_db_ops {
     /* Ends the use of s: a cached statement is reset for reuse, another one freed. */
     void (*done)(cf_stmt *s);
     void (*close)(cf_store *st);
+    /* cf_store_bulk_mode; NULL where there is nothing to do. */
+    cf_err (*bulk)(cf_store *st, int on, cf_error *err);
 };
 
 struct cf_store {

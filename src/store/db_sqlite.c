@@ -1,10 +1,13 @@
 /* db_sqlite.c - the SQLite driver: WAL, foreign keys, busy timeout, cached statements. */
+#include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "core/util.h"
 #include "store/db.h"
@@ -25,6 +28,15 @@ typedef struct sqlite_store {
         struct cf_stmt *stmt;
     } cache[SQLITE_CACHE_MAX];
     size_t ncache;
+    char *path;
+    /* Bulk mode (sq_bulk): a thread with a connection of its own checkpoints the WAL. */
+    struct {
+        int running, stop;
+        sqlite3 *db;
+        pthread_t tid;
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+    } ckpt;
 } sqlite_store;
 
 static cf_err map_rc(sqlite_store *ss, int rc, const char *what, cf_error *err)
@@ -151,9 +163,118 @@ static void sq_done(cf_stmt *s)
     free(s);
 }
 
+/* ---- bulk mode ---- */
+
+/* A bulk writer's transactions each dirty thousands of pages. Checkpointing them in the
+ * writer's own commit (SQLite's automatic checkpoint) stalls the writer for the copy and
+ * the fsync, and whatever feeds it with it. Here a thread of its own does PASSIVE
+ * checkpoints every CKPT_INTERVAL_MS: they copy what is committed while the writer goes on,
+ * and the WAL starts over once the writer begins a transaction after one has caught up. The
+ * writer keeps an automatic checkpoint at CKPT_BACKSTOP pages in case the thread falls
+ * behind. */
+#define CKPT_INTERVAL_MS 100
+#define CKPT_BACKSTOP "65536"
+
+static void *checkpointer(void *arg)
+{
+    sqlite_store *ss = arg;
+    pthread_mutex_lock(&ss->ckpt.mu);
+    while (!ss->ckpt.stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CKPT_INTERVAL_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        int rc = 0;
+        while (!ss->ckpt.stop && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&ss->ckpt.cv, &ss->ckpt.mu, &until);
+        if (ss->ckpt.stop)
+            break;
+        pthread_mutex_unlock(&ss->ckpt.mu);
+        /* Busy or failed: the next round (or the writer's backstop) does it. */
+        sqlite3_wal_checkpoint_v2(ss->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&ss->ckpt.mu);
+    }
+    pthread_mutex_unlock(&ss->ckpt.mu);
+    return NULL;
+}
+
+static void checkpointer_stop(sqlite_store *ss)
+{
+    if (!ss->ckpt.running)
+        return;
+    pthread_mutex_lock(&ss->ckpt.mu);
+    ss->ckpt.stop = 1;
+    pthread_cond_signal(&ss->ckpt.cv);
+    pthread_mutex_unlock(&ss->ckpt.mu);
+    pthread_join(ss->ckpt.tid, NULL);
+    pthread_mutex_destroy(&ss->ckpt.mu);
+    pthread_cond_destroy(&ss->ckpt.cv);
+    sqlite3_close(ss->ckpt.db);
+    memset(&ss->ckpt, 0, sizeof ss->ckpt);
+}
+
+/* Starts the checkpointer; 0 when it cannot (the writer then checkpoints as usual). */
+static int checkpointer_start(sqlite_store *ss)
+{
+    if (!ss->path)
+        return 0;
+    if (sqlite3_open_v2(ss->path, &ss->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        sqlite3_close(ss->ckpt.db);
+        ss->ckpt.db = NULL;
+        return 0;
+    }
+    sqlite3_busy_timeout(ss->ckpt.db, 1000);
+    /* A connection learns that the database is in WAL mode when it first reads it. */
+    if (sqlite3_exec(ss->ckpt.db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL,
+                     NULL) != SQLITE_OK)
+        goto fail;
+    if (pthread_mutex_init(&ss->ckpt.mu, NULL) != 0)
+        goto fail;
+    if (pthread_cond_init(&ss->ckpt.cv, NULL) != 0) {
+        pthread_mutex_destroy(&ss->ckpt.mu);
+        goto fail;
+    }
+    if (pthread_create(&ss->ckpt.tid, NULL, checkpointer, ss) != 0) {
+        pthread_cond_destroy(&ss->ckpt.cv);
+        pthread_mutex_destroy(&ss->ckpt.mu);
+        goto fail;
+    }
+    ss->ckpt.running = 1;
+    return 1;
+fail:
+    sqlite3_close(ss->ckpt.db);
+    ss->ckpt.db = NULL;
+    return 0;
+}
+
+static cf_err sq_bulk(cf_store *st, int on, cf_error *err)
+{
+    sqlite_store *ss = (sqlite_store *)st;
+    if (!on) {
+        checkpointer_stop(ss);
+        return sq_exec(st, "PRAGMA cache_size = -2000; PRAGMA wal_autocheckpoint = 1000", err);
+    }
+    if (ss->ckpt.running)
+        return CF_OK;
+    int bg = checkpointer_start(ss);
+    cf_err rc =
+        sq_exec(st,
+                bg ? "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = " CKPT_BACKSTOP
+                   : "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384",
+                err);
+    if (rc != CF_OK)
+        checkpointer_stop(ss);
+    return rc;
+}
+
 static void sq_close(cf_store *st)
 {
     sqlite_store *ss = (sqlite_store *)st;
+    checkpointer_stop(ss);
     for (size_t i = 0; i < ss->ncache; i++) {
         sqlite3_finalize(ss->cache[i].stmt->stmt);
         free(ss->cache[i].stmt);
@@ -162,6 +283,7 @@ static void sq_close(cf_store *st)
     if (ss->base.bell)
         munmap(ss->base.bell, sizeof *ss->base.bell);
     free(ss->base.bell_path);
+    free(ss->path);
     free(ss);
 }
 
@@ -179,6 +301,7 @@ static const struct cf_db_ops sqlite_ops = {
     .col_blob = sq_col_blob,
     .done = sq_done,
     .close = sq_close,
+    .bulk = sq_bulk,
 };
 
 cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
@@ -215,8 +338,10 @@ cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
      * an in-memory or URI database. */
     char bell[PATH_MAX];
     if (*path && strcmp(path, ":memory:") != 0 && strncmp(path, "file:", 5) != 0 &&
-        snprintf(bell, sizeof bell, "%s-changes", path) < (int)sizeof bell)
+        snprintf(bell, sizeof bell, "%s-changes", path) < (int)sizeof bell) {
         ss->base.bell_path = cf_strdup(bell);
+        ss->path = cf_strdup(path);
+    }
     *out = &ss->base;
     return CF_OK;
 }

@@ -435,12 +435,7 @@ cf_err cf_store_begin(cf_store *st, cf_error *err)
 
 cf_err cf_store_bulk_mode(cf_store *st, int on, cf_error *err)
 {
-    if (st->kind != CF_STORE_SQLITE)
-        return CF_OK;
-    return st->ops->exec(st,
-                         on ? "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384"
-                            : "PRAGMA cache_size = -2000; PRAGMA wal_autocheckpoint = 1000",
-                         err);
+    return st->ops->bulk ? st->ops->bulk(st, on, err) : CF_OK;
 }
 
 cf_err cf_store_read_begin(cf_store *st, cf_error *err)

@@ -51,8 +51,8 @@ void cf_store_read_end(cf_store *st);
 
 /* Bulk writing on this connection (a manifest import: thousands of rows per transaction,
  * spread over random places of large indexes). On SQLite a 64 MiB page cache, so index
- * pages are not read again from the WAL, and a checkpoint every 64 MiB of WAL instead of
- * 4 MiB, so pages rewritten by consecutive transactions are copied back once; off
+ * pages are not read again from the WAL, and checkpoints by a thread of the store's own
+ * while the writer goes on, instead of in the writer's commits; off stops the thread and
  * restores SQLite's defaults. On PostgreSQL nothing. */
 cf_err cf_store_bulk_mode(cf_store *st, int on, cf_error *err);
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -915,6 +916,52 @@ static void test_audit_head_lock_insert_scan_filters(void **state)
     }
 }
 
+/* SQLite bulk mode: the store's own thread copies committed pages into the database while
+ * the writer goes on (the writer itself would not checkpoint below 256 MB of WAL). */
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+static void test_sqlite_bulk_mode_checkpoints_in_the_background(void **state)
+{
+    (void)state;
+    char *url = fresh_url(TU_SQLITE);
+    const char *path = url + strlen("sqlite:");
+    cf_store *st = open_url(TU_SQLITE, url);
+    cf_error err;
+    ASSERT_OK(TU_SQLITE, cf_store_bulk_mode(st, 1, &err));
+    ASSERT_OK(TU_SQLITE, cf_store_bulk_mode(st, 1, &err)); /* twice: one thread */
+    char key[32], *value = malloc(4001);
+    assert_non_null(value);
+    memset(value, 'v', 4000);
+    value[4000] = 0;
+    off_t before = file_size(path);
+    ASSERT_OK(TU_SQLITE, cf_store_begin(st, &err));
+    for (int i = 0; i < 500; i++) {
+        snprintf(key, sizeof key, "bulk-%d", i);
+        ASSERT_OK(TU_SQLITE, cf_store_meta_set(st, key, value, &err));
+    }
+    ASSERT_OK(TU_SQLITE, cf_store_commit(st, &err));
+    off_t after = file_size(path);
+    for (int i = 0; i < 100 && after < before + 1500000; i++) {
+        usleep(50000);
+        after = file_size(path);
+    }
+    if (after < before + 1500000)
+        fail_msg("the database file stayed at %lld bytes (from %lld): nothing checkpointed",
+                 (long long)after, (long long)before);
+    ASSERT_OK(TU_SQLITE, cf_store_bulk_mode(st, 0, &err));
+    char *got = NULL;
+    ASSERT_OK(TU_SQLITE, cf_store_meta_get(st, "bulk-499", &got, &err));
+    assert_string_equal(got, value);
+    free(got);
+    free(value);
+    cf_store_close(st);
+    free(url);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -936,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_rollback_leaves_nothing),
         cmocka_unit_test(test_commit_of_failed_transaction_is_an_error),
         cmocka_unit_test(test_audit_head_lock_insert_scan_filters),
+        cmocka_unit_test(test_sqlite_bulk_mode_checkpoints_in_the_background),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
