@@ -59,11 +59,14 @@ cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[C
     if (!st->in_txn)
         return cf_error_set(err, CF_ERR_INTERNAL, "audit: append outside a transaction");
     if (!st->audit.locked) {
-        /* An UPDATE takes the row lock in PostgreSQL (SQLite's write lock is already held):
-         * appenders in every process take turns, and the chain never forks. */
-        cf_err rc =
-            head_read(st, "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
-                      &st->audit.seq, st->audit.hash, err);
+        /* FOR UPDATE takes the row lock in PostgreSQL, and after a wait reads the row as the
+         * other appender committed it; SQLite's write lock is already held (BEGIN
+         * IMMEDIATE). Appenders in every process take turns, and the chain never forks. */
+        cf_err rc = head_read(st,
+                              st->kind == CF_STORE_POSTGRES
+                                  ? "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                                  : "SELECT seq, hash FROM audit_head WHERE id = 1",
+                              &st->audit.seq, st->audit.hash, err);
         if (rc != CF_OK)
             return rc;
         st->audit.locked = 1;

@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -237,6 +238,70 @@ static void test_hash_matches_documented_encoding(void **state)
     assert_memory_equal(want, got, 32);
 }
 
+/* Appenders on connections of their own (as several certfleet processes on one database)
+ * take turns on the head: the chain never forks and no record is lost. */
+typedef struct {
+    const char *url;
+    int id, n;
+    cf_err rc;
+    char msg[sizeof(((cf_error *)0)->msg)];
+} appender;
+
+static void *append_many(void *arg)
+{
+    appender *a = arg;
+    cf_store *st = NULL;
+    cf_error err = {0};
+    a->rc = cf_store_open(a->url, &st, &err);
+    for (int i = 0; i < a->n && a->rc == CF_OK; i++) {
+        char obj[32];
+        snprintf(obj, sizeof obj, "dev-%d-%d", a->id, i);
+        json_t *det = json_pack("{s:i}", "i", i);
+        if ((a->rc = cf_store_begin(st, &err)) == CF_OK &&
+            (a->rc = cf_audit_append(st, "unit", "cert.issue", obj, det, NULL, &err)) == CF_OK)
+            a->rc = cf_store_commit(st, &err);
+        else
+            cf_store_rollback(st);
+        json_decref(det);
+    }
+    if (a->rc != CF_OK)
+        snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+    cf_store_close(st);
+    return NULL;
+}
+
+static void test_concurrent_appenders_keep_one_chain(void **state)
+{
+    (void)state;
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        const char *u = tu_fresh_store_url(b);
+        if (!u)
+            fail_msg("no %s store available", tu_backend_name(b));
+        char url[1024];
+        snprintf(url, sizeof url, "%s", u);
+        cf_store *st = NULL;
+        cf_error err;
+        assert_int_equal(cf_store_open(url, &st, &err), CF_OK); /* migrated before the race */
+        appender a[4];
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) {
+            a[i] = (appender){.url = url, .id = i, .n = 25};
+            assert_int_equal(pthread_create(&th[i], NULL, append_many, &a[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            if (a[i].rc != CF_OK)
+                fail_msg("%s appender %d: %s", tu_backend_name(b), i, a[i].msg);
+        }
+        cf_audit_verify_result res;
+        if (cf_audit_verify(st, &res, &err) != CF_OK)
+            fail_msg("%s: %s", tu_backend_name(b), err.msg);
+        assert_int_equal(res.records, 100);
+        assert_int_equal(res.head_seq, 100);
+        cf_store_close(st);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_swapped_records_are_caught),
         cmocka_unit_test(test_details_are_canonical_whatever_the_key_order),
         cmocka_unit_test(test_hash_matches_documented_encoding),
+        cmocka_unit_test(test_concurrent_appenders_keep_one_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
