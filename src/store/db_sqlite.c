@@ -31,7 +31,8 @@ typedef struct sqlite_store {
     char *path;
     /* Bulk mode (sq_bulk): a thread with a connection of its own checkpoints the WAL. */
     struct {
-        int running, stop;
+        int running, stop, due;
+        int done_at; /* the WAL's size in pages when the last checkpoint had copied it */
         sqlite3 *db;
         pthread_t tid;
         pthread_mutex_t mu;
@@ -167,35 +168,49 @@ static void sq_done(cf_stmt *s)
 
 /* A bulk writer's transactions each dirty thousands of pages. Checkpointing them in the
  * writer's own commit (SQLite's automatic checkpoint) stalls the writer for the copy and
- * the fsync, and whatever feeds it with it. Here a thread of its own does PASSIVE
- * checkpoints every CKPT_INTERVAL_MS: they copy what is committed while the writer goes on,
- * and the WAL starts over once the writer begins a transaction after one has caught up. The
- * writer keeps an automatic checkpoint at CKPT_BACKSTOP pages in case the thread falls
- * behind. */
-#define CKPT_INTERVAL_MS 100
-#define CKPT_BACKSTOP "65536"
+ * the fsync, and whatever feeds it with it. Here the writer's WAL hook, called after each
+ * commit with the WAL's size, wakes a thread with a connection of its own once the WAL has
+ * grown by CKPT_PAGES since the last checkpoint; its PASSIVE checkpoint copies what is
+ * committed while the writer goes on, and the WAL starts over once the writer begins a
+ * transaction after one has caught up. Should the thread fall CKPT_BACKSTOP pages behind,
+ * the writer checkpoints itself, as SQLite would. */
+#define CKPT_PAGES 16384
+#define CKPT_BACKSTOP (8 * CKPT_PAGES)
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    sqlite_store *ss = arg;
+    if (frames >= CKPT_BACKSTOP) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&ss->ckpt.mu);
+    if (frames >= ss->ckpt.done_at + CKPT_PAGES || frames < ss->ckpt.done_at) {
+        ss->ckpt.due = 1;
+        pthread_cond_signal(&ss->ckpt.cv);
+    }
+    pthread_mutex_unlock(&ss->ckpt.mu);
+    return SQLITE_OK;
+}
 
 static void *checkpointer(void *arg)
 {
     sqlite_store *ss = arg;
     pthread_mutex_lock(&ss->ckpt.mu);
-    while (!ss->ckpt.stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += CKPT_INTERVAL_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        int rc = 0;
-        while (!ss->ckpt.stop && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&ss->ckpt.cv, &ss->ckpt.mu, &until);
+    for (;;) {
+        while (!ss->ckpt.stop && !ss->ckpt.due)
+            pthread_cond_wait(&ss->ckpt.cv, &ss->ckpt.mu);
         if (ss->ckpt.stop)
             break;
+        ss->ckpt.due = 0;
         pthread_mutex_unlock(&ss->ckpt.mu);
-        /* Busy or failed: the next round (or the writer's backstop) does it. */
-        sqlite3_wal_checkpoint_v2(ss->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int log = 0, copied = 0;
+        /* Busy or failed: the next wake-up (or the writer's backstop) does it. */
+        if (sqlite3_wal_checkpoint_v2(ss->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
+                                      &copied) != SQLITE_OK)
+            copied = 0;
         pthread_mutex_lock(&ss->ckpt.mu);
+        ss->ckpt.done_at = copied > 0 ? copied : 0;
     }
     pthread_mutex_unlock(&ss->ckpt.mu);
     return NULL;
@@ -205,6 +220,7 @@ static void checkpointer_stop(sqlite_store *ss)
 {
     if (!ss->ckpt.running)
         return;
+    sqlite3_wal_hook(ss->db, NULL, NULL);
     pthread_mutex_lock(&ss->ckpt.mu);
     ss->ckpt.stop = 1;
     pthread_cond_signal(&ss->ckpt.cv);
@@ -255,19 +271,14 @@ static cf_err sq_bulk(cf_store *st, int on, cf_error *err)
 {
     sqlite_store *ss = (sqlite_store *)st;
     if (!on) {
-        checkpointer_stop(ss);
+        checkpointer_stop(ss); /* the PRAGMA below installs SQLite's own hook again */
         return sq_exec(st, "PRAGMA cache_size = -2000; PRAGMA wal_autocheckpoint = 1000", err);
     }
     if (ss->ckpt.running)
         return CF_OK;
-    int bg = checkpointer_start(ss);
-    cf_err rc =
-        sq_exec(st,
-                bg ? "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = " CKPT_BACKSTOP
-                   : "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384",
-                err);
-    if (rc != CF_OK)
-        checkpointer_stop(ss);
+    cf_err rc = sq_exec(st, "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384", err);
+    if (rc == CF_OK && checkpointer_start(ss))
+        sqlite3_wal_hook(ss->db, wal_hook, ss); /* replaces the automatic checkpoint */
     return rc;
 }
 

@@ -916,8 +916,9 @@ static void test_audit_head_lock_insert_scan_filters(void **state)
     }
 }
 
-/* SQLite bulk mode: the store's own thread copies committed pages into the database while
- * the writer goes on (the writer itself would not checkpoint below 256 MB of WAL). */
+/* SQLite bulk mode: once the WAL has grown by 64 MiB, the store's own thread copies the
+ * committed pages into the database while the writer goes on (the writer itself checkpoints
+ * only past 512 MiB). */
 static off_t file_size(const char *path)
 {
     struct stat sb;
@@ -939,22 +940,22 @@ static void test_sqlite_bulk_mode_checkpoints_in_the_background(void **state)
     value[4000] = 0;
     off_t before = file_size(path);
     ASSERT_OK(TU_SQLITE, cf_store_begin(st, &err));
-    for (int i = 0; i < 500; i++) {
+    for (int i = 0; i < 18000; i++) { /* 70 MB */
         snprintf(key, sizeof key, "bulk-%d", i);
         ASSERT_OK(TU_SQLITE, cf_store_meta_set(st, key, value, &err));
     }
     ASSERT_OK(TU_SQLITE, cf_store_commit(st, &err));
     off_t after = file_size(path);
-    for (int i = 0; i < 100 && after < before + 1500000; i++) {
+    for (int i = 0; i < 200 && after < before + 40000000; i++) {
         usleep(50000);
         after = file_size(path);
     }
-    if (after < before + 1500000)
+    if (after < before + 40000000)
         fail_msg("the database file stayed at %lld bytes (from %lld): nothing checkpointed",
                  (long long)after, (long long)before);
     ASSERT_OK(TU_SQLITE, cf_store_bulk_mode(st, 0, &err));
     char *got = NULL;
-    ASSERT_OK(TU_SQLITE, cf_store_meta_get(st, "bulk-499", &got, &err));
+    ASSERT_OK(TU_SQLITE, cf_store_meta_get(st, "bulk-17999", &got, &err));
     assert_string_equal(got, value);
     free(got);
     free(value);
