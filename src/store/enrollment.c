@@ -10,15 +10,30 @@
 
 /* ---- policies ---- */
 
+/* An enrollment policy's columns (6) with their table's prefix ("" or "p."), and their
+ * reading from column col on. */
+#define POLICY_COLUMNS(t)                                                                          \
+    t "require_approval, " t "serverkeygen, " t "allow_key_reuse, " t "allow_birth_key, " t        \
+      "reenroll_grace_s, " t "updated_us"
+
+static void policy_read(const struct cf_db_ops *o, cf_stmt *s, int col, cf_enroll_policy *out)
+{
+    out->require_approval = o->col_int64(s, col) != 0;
+    out->serverkeygen = o->col_int64(s, col + 1) != 0;
+    out->allow_key_reuse = o->col_int64(s, col + 2) != 0;
+    out->allow_birth_key = o->col_int64(s, col + 3) != 0;
+    out->reenroll_grace_s = o->col_int64(s, col + 4);
+    out->updated_us = o->col_int64(s, col + 5);
+}
+
 cf_err cf_store_enroll_policy_get(cf_store *st, int64_t owner_id, cf_enroll_policy *out,
                                   cf_error *err)
 {
     const struct cf_db_ops *o = st->ops;
     cf_stmt *s;
     cf_err rc = cf_db_prepare(st,
-                              "SELECT require_approval, serverkeygen, allow_key_reuse,"
-                              " allow_birth_key, reenroll_grace_s, updated_us"
-                              " FROM enroll_policies WHERE owner_id = ?",
+                              "SELECT " POLICY_COLUMNS("") " FROM enroll_policies"
+                                                           " WHERE owner_id = ?",
                               &s, err);
     if (rc != CF_OK)
         return rc;
@@ -28,12 +43,7 @@ cf_err cf_store_enroll_policy_get(cf_store *st, int64_t owner_id, cf_enroll_poli
             cf_error_set(err, rc, "owner %lld has no enrollment policy", (long long)owner_id);
         return rc;
     }
-    out->require_approval = o->col_int64(s, 0) != 0;
-    out->serverkeygen = o->col_int64(s, 1) != 0;
-    out->allow_key_reuse = o->col_int64(s, 2) != 0;
-    out->allow_birth_key = o->col_int64(s, 3) != 0;
-    out->reenroll_grace_s = o->col_int64(s, 4);
-    out->updated_us = o->col_int64(s, 5);
+    policy_read(o, s, 0, out);
     o->done(s);
     return CF_OK;
 }
@@ -77,10 +87,12 @@ void cf_enroll_device_clear(cf_enroll_device *d)
     memset(d, 0, sizeof *d);
 }
 
-#define ENROLL_DEVICE_SELECT                                                                       \
-    "SELECT d.id, d.state, d.owner_id, o.name, d.blocked, d.birth_der, d.key_fpr,"                 \
-    " d.enroll_pending_us, d.enroll_approved_us"                                                   \
-    " FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"
+/* enroll_device_read's columns (9), then its FROM clause. */
+#define ENROLL_DEVICE_COLUMNS                                                                      \
+    "d.id, d.state, d.owner_id, o.name, d.blocked, d.birth_der, d.key_fpr, d.enroll_pending_us,"   \
+    " d.enroll_approved_us"
+#define ENROLL_DEVICE_FROM " FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"
+#define ENROLL_DEVICE_SELECT "SELECT " ENROLL_DEVICE_COLUMNS ENROLL_DEVICE_FROM
 
 static void enroll_device_read(cf_store *st, cf_stmt *s, cf_enroll_device *d)
 {
@@ -122,27 +134,6 @@ static cf_err lock_check(cf_store *st, int lock, cf_error *err)
     return CF_OK;
 }
 
-cf_err cf_store_enroll_device_by_birth(cf_store *st, const char *key_fpr,
-                                       const unsigned char *birth_der, size_t birth_der_len,
-                                       int lock, cf_enroll_device *out, cf_error *err)
-{
-    const char *sql = ENROLL_DEVICE_SELECT " WHERE d.key_fpr = ? AND d.birth_der = ?";
-    if (lock && st->kind == CF_STORE_POSTGRES)
-        sql = ENROLL_DEVICE_SELECT " WHERE d.key_fpr = ? AND d.birth_der = ? FOR UPDATE OF d";
-    cf_stmt *s;
-    cf_err rc = lock_check(st, lock, err);
-    if (rc == CF_OK)
-        rc = cf_db_prepare(st, sql, &s, err);
-    if (rc != CF_OK)
-        return rc;
-    st->ops->bind_text(s, 1, key_fpr);
-    st->ops->bind_blob(s, 2, birth_der, birth_der_len);
-    rc = enroll_device_one(st, s, out, err);
-    if (rc == CF_ERR_NOT_FOUND)
-        cf_error_set(err, rc, "no device has this birth certificate");
-    return rc;
-}
-
 void cf_enroll_birth_clear(cf_enroll_birth *b)
 {
     if (b)
@@ -158,16 +149,13 @@ cf_err cf_store_enroll_birth_get(cf_store *st, const char *key_fpr, const unsign
     /* The count only matters for an active device (cf_store_device_good_certs' query). */
     cf_err rc = cf_db_prepare(
         st,
-        "SELECT d.id, d.state, d.owner_id, o.name, d.blocked, d.birth_der, d.key_fpr,"
-        " d.enroll_pending_us, d.enroll_approved_us,"
-        " p.owner_id, p.require_approval, p.serverkeygen, p.allow_key_reuse, p.allow_birth_key,"
-        " p.reenroll_grace_s, p.updated_us,"
-        " CASE WHEN d.state = 'active' THEN (SELECT COUNT(*) FROM certificates c"
-        " WHERE c.device_id = d.id AND c.status = 'good' AND c.not_before <= ?"
-        " AND c.not_after > ?) ELSE 0 END"
-        " FROM devices d LEFT JOIN owners o ON o.id = d.owner_id"
-        " LEFT JOIN enroll_policies p ON p.owner_id = d.owner_id"
-        " WHERE d.key_fpr = ? AND d.birth_der = ?",
+        "SELECT " ENROLL_DEVICE_COLUMNS ", p.owner_id, " POLICY_COLUMNS(
+            "p.") ","
+                  " CASE WHEN d.state = 'active' THEN (SELECT COUNT(*) FROM certificates c"
+                  " WHERE c.device_id = d.id AND c.status = 'good' AND c.not_before <= ?"
+                  " AND c.not_after > ?) ELSE 0 END" ENROLL_DEVICE_FROM
+                  " LEFT JOIN enroll_policies p ON p.owner_id = d.owner_id"
+                  " WHERE d.key_fpr = ? AND d.birth_der = ?",
         &s, err);
     if (rc != CF_OK)
         return rc;
@@ -183,14 +171,8 @@ cf_err cf_store_enroll_birth_get(cf_store *st, const char *key_fpr, const unsign
     memset(out, 0, sizeof *out);
     enroll_device_read(st, s, &out->dev);
     out->has_policy = !o->col_null(s, 9);
-    if (out->has_policy) {
-        out->policy.require_approval = o->col_int64(s, 10) != 0;
-        out->policy.serverkeygen = o->col_int64(s, 11) != 0;
-        out->policy.allow_key_reuse = o->col_int64(s, 12) != 0;
-        out->policy.allow_birth_key = o->col_int64(s, 13) != 0;
-        out->policy.reenroll_grace_s = o->col_int64(s, 14);
-        out->policy.updated_us = o->col_int64(s, 15);
-    }
+    if (out->has_policy)
+        policy_read(o, s, 10, &out->policy);
     out->good_certs = o->col_int64(s, 16);
     o->done(s);
     return CF_OK;

@@ -635,15 +635,9 @@ typedef struct {
 
 void cf_enroll_device_clear(cf_enroll_device *d); /* accepts NULL */
 
-/* The device whose key fingerprint is key_fpr and whose birth certificate is exactly
- * birth_der (CF_ERR_NOT_FOUND when none). With lock, inside a transaction, its row stays
- * locked until commit. */
-cf_err cf_store_enroll_device_by_birth(cf_store *st, const char *key_fpr,
-                                       const unsigned char *birth_der, size_t birth_der_len,
-                                       int lock, cf_enroll_device *out, cf_error *err);
 /* What a birth-certificate enrollment reads before it signs, in one query. */
 typedef struct {
-    cf_enroll_device dev;    /* as cf_store_enroll_device_by_birth finds it */
+    cf_enroll_device dev;    /* as cf_store_enroll_device_get reads it */
     int has_policy;          /* 0: its owner never set a policy (the caller's defaults) */
     cf_enroll_policy policy; /* its owner's, when has_policy */
     int64_t good_certs;      /* an active device: as cf_store_device_good_certs at now_s; else 0 */

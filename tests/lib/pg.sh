@@ -50,6 +50,21 @@ pg_stop() {
     pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
 }
 
+# pg_cpu_ticks: CPU time (user + system, clock ticks) the server has used so far: the
+# postmaster, its live processes, and those it has reaped (its cutime/cstime). 0 when no
+# server runs. For benchmarks that must count the database's share of the machine.
+pg_cpu_ticks() {
+    local pm
+    if [ -z "${PG_DIR:-}" ] || [ ! -f "$PG_DIR/data/postmaster.pid" ]; then echo 0; return; fi
+    pm=$(head -1 "$PG_DIR/data/postmaster.pid")
+    # After the command name: state is field 1, ppid 2, utime 12, stime 13, cutime 14,
+    # cstime 15. A process may end between the listing and the reading.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk -v pm="$pm" '{ pid = $1; sub(/^.*\) /, "") }
+            pid == pm { t += $12 + $13 + $14 + $15 } $2 == pm { t += $12 + $13 }
+            END { print t + 0 }'
+}
+
 pg_new_db() {
     pg_as_owner "$PG_BIN/createdb" -h "$PG_DIR" -p "$PG_PORT" -U certfleet "$1"
     echo "postgresql://certfleet@127.0.0.1:$PG_PORT/$1"

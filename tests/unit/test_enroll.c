@@ -100,9 +100,11 @@ static void test_device_found_only_by_its_exact_birth_certificate(void **state)
         cf_store *st = open_fresh(b);
         cf_error err = {0};
         cf_enroll_device d = {0};
+        cf_enroll_birth found = {0};
         onboard_two(b, st);
         ASSERT_OK(b,
-                  cf_store_enroll_device_by_birth(st, FPR_A, birth_a, sizeof birth_a, 0, &d, &err));
+                  cf_store_enroll_birth_get(st, FPR_A, birth_a, sizeof birth_a, 0, &found, &err));
+        d = found.dev; /* taken: cleared below */
         assert_string_equal(d.id, "dev-a");
         assert_int_equal(d.state, CF_DEVICE_ON_HOLD);
         assert_int_equal(d.owner_id, 0);
@@ -117,10 +119,10 @@ static void test_device_found_only_by_its_exact_birth_certificate(void **state)
 
         /* The right key with another certificate, another key with the right certificate. */
         assert_int_equal(
-            cf_store_enroll_device_by_birth(st, FPR_A, birth_b, sizeof birth_b, 0, &d, &err),
+            cf_store_enroll_birth_get(st, FPR_A, birth_b, sizeof birth_b, 0, &found, &err),
             CF_ERR_NOT_FOUND);
         assert_int_equal(
-            cf_store_enroll_device_by_birth(st, FPR_B, birth_a, sizeof birth_a, 0, &d, &err),
+            cf_store_enroll_birth_get(st, FPR_B, birth_a, sizeof birth_a, 0, &found, &err),
             CF_ERR_NOT_FOUND);
 
         /* Locks only inside a transaction. */
@@ -130,8 +132,9 @@ static void test_device_found_only_by_its_exact_birth_certificate(void **state)
         assert_string_equal(d.id, "dev-b");
         cf_enroll_device_clear(&d);
         ASSERT_OK(b,
-                  cf_store_enroll_device_by_birth(st, FPR_B, birth_b, sizeof birth_b, 1, &d, &err));
-        cf_enroll_device_clear(&d);
+                  cf_store_enroll_birth_get(st, FPR_B, birth_b, sizeof birth_b, 0, &found, &err));
+        assert_string_equal(found.dev.id, "dev-b");
+        cf_enroll_birth_clear(&found);
         ASSERT_OK(b, cf_store_commit(st, &err));
         assert_int_equal(cf_store_enroll_device_get(st, "nope", 0, &d, &err), CF_ERR_NOT_FOUND);
         assert_non_null(strstr(err.msg, "nope"));
