@@ -135,7 +135,7 @@ static cf_err insert_rows(cf_store *st, const cf_audit_rec *recs, size_t n, cf_e
         o->bind_blob(s, b + 7, rec->prev_hash, CF_HASH_LEN);
         o->bind_blob(s, b + 8, rec->hash, CF_HASH_LEN);
     }
-    return cf_db_run(st, s, err);
+    return cf_db_run_later(st, s, NULL, err);
 }
 
 /* Numbers, times and chains the queued records after the (locked) head, and writes them. */
@@ -185,23 +185,14 @@ cf_err cf_db_audit_commit(cf_store *st, cf_error *err)
         return rc;
     if (!st->audit.dirty)
         return st->ops->exec(st, "COMMIT", err);
-    if (st->kind == CF_STORE_POSTGRES) {
-        /* The head's write-back and the COMMIT in one round trip (a simple query of two
-         * statements): the values are a number and hex digits, nothing to quote. */
-        char sql[160], hex[2 * CF_HASH_LEN + 1];
-        cf_hex_encode(st->audit.hash, CF_HASH_LEN, 0, hex);
-        snprintf(sql, sizeof sql,
-                 "UPDATE audit_head SET seq = %lld, hash = '\\x%s' WHERE id = 1; COMMIT",
-                 (long long)st->audit.seq, hex);
-        return st->ops->exec(st, sql, err);
-    }
+    /* On PostgreSQL the records, the head's write-back and the COMMIT share a round trip. */
     cf_stmt *s;
     if ((rc = cf_db_prepare(st, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", &s, err)) !=
         CF_OK)
         return rc;
     st->ops->bind_int64(s, 1, st->audit.seq);
     st->ops->bind_blob(s, 2, st->audit.hash, CF_HASH_LEN);
-    if ((rc = cf_db_run(st, s, err)) != CF_OK)
+    if ((rc = cf_db_run_later(st, s, NULL, err)) != CF_OK)
         return rc;
     return st->ops->exec(st, "COMMIT", err);
 }

@@ -36,6 +36,8 @@ struct cf_db_ops {
     void (*close)(cf_store *st);
     /* cf_store_bulk_mode; NULL where there is nothing to do. */
     cf_err (*bulk)(cf_store *st, int on, cf_error *err);
+    /* cf_db_run_later inside a transaction; NULL: the statement runs at once. */
+    cf_err (*run_later)(cf_stmt *s, const char *exists, cf_error *err);
 };
 
 struct cf_store {
@@ -76,6 +78,13 @@ static inline cf_err cf_db_prepare(cf_store *st, const char *sql, cf_stmt **out,
 
 /* Runs a prepared statement that returns no rows (INSERT/UPDATE/DELETE) and ends it. */
 cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err);
+
+/* As cf_db_run, for a statement whose outcome nothing before the commit depends on. Inside
+ * a transaction on PostgreSQL it is sent at once and its result read in the round trip of
+ * the next statement that returns rows, or of the COMMIT: its failure (a unique violation
+ * is CF_ERR_EXISTS with the message exists when not NULL) is reported there and the
+ * transaction rolls back. SQLite, and PostgreSQL outside a transaction, run it at once. */
+cf_err cf_db_run_later(cf_store *st, cf_stmt *s, const char *exists, cf_error *err);
 
 /* Ends the transaction (called by commit): writes the queued audit records, writes the
  * audit head back if the transaction moved it, and COMMITs. */

@@ -3,8 +3,11 @@
  * Cached statements are prepared once per connection under a name; others run through the
  * unnamed statement (PQexecParams), so nothing needs deallocating, not even inside a
  * transaction the server has already aborted. Results come back in binary: integers are
- * decoded by their column type, text as is, bytea as raw bytes. BEGIN is sent with the
- * transaction's first statement, in its round trip. */
+ * decoded by their column type, text as is, bytea as raw bytes.
+ *
+ * Round trips are saved with libpq's pipeline mode: BEGIN is sent with the transaction's
+ * first statement, and statements run with cf_db_run_later are sent at once and answered
+ * in the round trip of the next statement that returns rows, or of the COMMIT. */
 #include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +18,10 @@
 
 #define PG_CACHE_MAX 128
 #define PG_MAX_PARAMS 65535 /* the protocol's limit */
+/* Statements sent ahead before their results are read: their results (a few dozen bytes
+ * each) must fit the socket buffers, or the server would wait for us to read while we
+ * wait for it to read. */
+#define PG_PIPE_MAX 64
 
 struct cf_stmt {
     struct pg_store *owner;
@@ -41,6 +48,11 @@ typedef struct pg_store {
     size_t ncache;
     unsigned next_name;
     int begin_due; /* BEGIN was asked for and waits for the transaction's first statement */
+    int piped;     /* in pipeline mode */
+    /* Queries sent in pipeline mode whose results are not read yet, in order: for each, the
+     * message for its unique violation (NULL: the server's). */
+    char *pending[PG_PIPE_MAX + 1];
+    size_t npending;
 } pg_store;
 
 /* "?" -> "$n" outside quoted strings. Returns a new string and the number of parameters. */
@@ -97,6 +109,26 @@ static int ends_with_commit(const char *sql)
     return n >= 6 && strcmp(sql + n - 6, "COMMIT") == 0 && (n == 6 || sql[n - 7] == ' ');
 }
 
+static int result_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+/* PostgreSQL answers COMMIT of a transaction it has aborted with ROLLBACK, not an error: the
+ * caller must not believe its changes were kept. */
+static cf_err commit_kept(pg_store *ps, const PGresult *res, cf_error *err)
+{
+    if (strcmp(PQcmdStatus((PGresult *)res), "ROLLBACK") != 0)
+        return CF_OK;
+    return cf_error_set(err, CF_ERR_STORE,
+                        "store: transaction was rolled back by %s after an earlier error",
+                        ps->base.desc);
+}
+
+static cf_err pipe_close(pg_store *ps, int last_sent, PGresult **last, cf_error *err);
+static cf_err pipe_commit(pg_store *ps, cf_error *err);
+
 static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
 {
     pg_store *ps = (pg_store *)st;
@@ -105,6 +137,16 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
     if (strcmp(sql, "BEGIN") == 0 && PQstatus(ps->conn) == CONNECTION_OK) {
         ps->begin_due = 1;
         return CF_OK;
+    }
+    if (ps->piped) {
+        /* Statements were sent ahead: COMMIT goes with them; anything else waits for them
+         * (a ROLLBACK whatever they came to, as an aborted pipeline runs nothing more). */
+        if (strcmp(sql, "COMMIT") == 0)
+            return pipe_commit(ps, err);
+        cf_error ignored;
+        cf_err rc = pipe_close(ps, 0, NULL, strcmp(sql, "ROLLBACK") == 0 ? &ignored : err);
+        if (rc != CF_OK && strcmp(sql, "ROLLBACK") != 0)
+            return rc;
     }
     if (ps->begin_due) {
         ps->begin_due = 0;
@@ -118,16 +160,11 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
         sql = joined;
     }
     PGresult *res = PQexec(ps->conn, sql);
-    ExecStatusType s = PQresultStatus(res);
     cf_err rc = CF_OK;
-    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+    if (!result_ok(res))
         rc = pg_fail(ps, res, "store", err);
-    else if (ends_with_commit(sql) && strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
-        /* PostgreSQL answers COMMIT of a transaction it has aborted with ROLLBACK, not an
-         * error: the caller must not believe its changes were kept. */
-        rc = cf_error_set(err, CF_ERR_STORE,
-                          "store: transaction was rolled back by %s after an earlier error",
-                          ps->base.desc);
+    else if (ends_with_commit(sql))
+        rc = commit_kept(ps, res, err);
     PQclear(res);
     free(joined);
     return rc;
@@ -170,6 +207,14 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
         s->text = text; /* parsed with its first step */
         *out = s;
         return CF_OK;
+    }
+    /* PQprepare waits for its answer, which pipeline mode does not allow: what was sent
+     * ahead is answered first. */
+    cf_err sent_rc = ps->piped ? pipe_close(ps, 0, NULL, err) : CF_OK;
+    if (sent_rc != CF_OK) {
+        free(text);
+        free(s);
+        return sent_rc;
     }
     snprintf(s->name, sizeof s->name, "cf%u", ps->next_name++);
     PGresult *res = PQprepare(ps->conn, s->name, text, nparams, NULL);
@@ -230,48 +275,144 @@ static int send_stmt(cf_stmt *s)
     return PQsendQueryPrepared(c, s->name, s->nparams, s->values, s->lengths, s->formats, 1);
 }
 
-/* Sends the BEGIN that is due and s in one round trip (libpq's pipeline mode). Returns s's
- * result, or BEGIN's when BEGIN failed; NULL when nothing came back (PQerrorMessage says
- * why). */
-static PGresult *exec_with_begin(cf_stmt *s)
+/* Enters pipeline mode and sends the BEGIN that is due. 0 on failure (PQerrorMessage). */
+static int pipe_open(pg_store *ps)
 {
-    PGconn *c = s->owner->conn;
-    PGresult *res[2] = {NULL, NULL}, *r;
-    int queries = 0;
-    s->owner->begin_due = 0;
-    if (!PQenterPipelineMode(c))
-        return NULL;
-    if (PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0))
-        queries = send_stmt(s) ? 2 : 1;
-    if (queries && PQpipelineSync(c)) {
-        /* Each query's results end with a NULL; the sync point's result comes last. Whatever
-         * was sent is read, so that the connection leaves pipeline mode. */
-        for (int q = 0; q < queries; q++) {
-            while ((r = PQgetResult(c))) {
-                if (!res[q])
-                    res[q] = r;
-                else
-                    PQclear(r);
-            }
+    if (!ps->piped) {
+        if (!PQenterPipelineMode(ps->conn))
+            return 0;
+        ps->piped = 1;
+    }
+    if (ps->begin_due) {
+        ps->begin_due = 0;
+        if (!PQsendQueryParams(ps->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0))
+            return 0;
+        ps->pending[ps->npending++] = NULL;
+    }
+    return 1;
+}
+
+/* The first result of the query whose results come next, the rest of them read and
+ * dropped; NULL when nothing came. */
+static PGresult *pipe_result(PGconn *c)
+{
+    PGresult *first = NULL, *r;
+    while ((r = PQgetResult(c))) {
+        if (!first)
+            first = r;
+        else
+            PQclear(r);
+    }
+    return first;
+}
+
+/* Ends the pipeline: marks a sync point, reads the pending queries' results and then, when
+ * last_sent, the result of the query sent last into *last (NULL when nothing came), and
+ * leaves pipeline mode. Returns the first pending query's failure (the queries after it
+ * are not run). */
+static cf_err pipe_close(pg_store *ps, int last_sent, PGresult **last, cf_error *err)
+{
+    PGconn *c = ps->conn;
+    cf_err rc = CF_OK;
+    int synced = PQpipelineSync(c);
+    if (!synced)
+        rc = pg_fail(ps, NULL, "store", err);
+    for (size_t i = 0; i < ps->npending; i++) {
+        PGresult *res = synced ? pipe_result(c) : NULL;
+        if (rc == CF_OK && !result_ok(res)) {
+            const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+            if (ps->pending[i] && state && strcmp(state, "23505") == 0)
+                rc = cf_error_set(err, CF_ERR_EXISTS, "%s", ps->pending[i]);
+            else
+                rc = pg_fail(ps, res, "store", err);
         }
-        PQclear(PQgetResult(c));
+        PQclear(res);
+        free(ps->pending[i]);
     }
+    ps->npending = 0;
+    if (last_sent) {
+        PGresult *res = synced ? pipe_result(c) : NULL;
+        if (last)
+            *last = res;
+        else
+            PQclear(res);
+    }
+    if (synced)
+        PQclear(PQgetResult(c)); /* the sync point's */
     PQexitPipelineMode(c);
-    if (res[0] && PQresultStatus(res[0]) == PGRES_COMMAND_OK) {
-        PQclear(res[0]);
-        return res[1];
+    ps->piped = 0;
+    return rc;
+}
+
+/* Sends s after what is pending (the BEGIN that is due included) and reads all their
+ * results: s's goes to s->res. A pending failure is returned as such. */
+static cf_err pipe_step(cf_stmt *s, cf_error *err)
+{
+    pg_store *ps = s->owner;
+    int sent = pipe_open(ps) && send_stmt(s);
+    cf_error lost;
+    if (!sent)
+        pg_fail(ps, NULL, "store", &lost);
+    cf_err rc = pipe_close(ps, sent, &s->res, err);
+    if (rc == CF_OK && !sent)
+        rc = cf_error_set(err, lost.code, "%s", lost.msg);
+    return rc;
+}
+
+/* COMMIT sent after what is pending, all read in one round trip. */
+static cf_err pipe_commit(pg_store *ps, cf_error *err)
+{
+    PGresult *res = NULL;
+    int sent = PQsendQueryParams(ps->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    cf_error lost;
+    if (!sent)
+        pg_fail(ps, NULL, "store", &lost);
+    cf_err rc = pipe_close(ps, sent, &res, err);
+    if (rc == CF_OK && !sent)
+        rc = cf_error_set(err, lost.code, "%s", lost.msg);
+    else if (rc == CF_OK && !result_ok(res))
+        rc = pg_fail(ps, res, "store", err);
+    else if (rc == CF_OK)
+        rc = commit_kept(ps, res, err);
+    PQclear(res);
+    return rc;
+}
+
+static void pgs_done(cf_stmt *s);
+
+/* cf_db_run_later: s goes out now, its result is read with the next statement's. */
+static cf_err pgs_run_later(cf_stmt *s, const char *exists, cf_error *err)
+{
+    pg_store *ps = s->owner;
+    char *msg = exists ? strdup(exists) : NULL;
+    cf_err rc = CF_OK;
+    if ((exists && !msg) || !pipe_open(ps) || !send_stmt(s)) {
+        rc = msg || !exists ? pg_fail(ps, NULL, "store", err)
+                            : cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+        free(msg);
+        cf_error ignored;
+        pipe_close(ps, 0, NULL, &ignored);
+    } else {
+        ps->pending[ps->npending++] = msg;
+        if (ps->npending >= PG_PIPE_MAX)
+            rc = pipe_close(ps, 0, NULL, err);
     }
-    PQclear(res[1]);
-    return res[0];
+    pgs_done(s);
+    return rc;
 }
 
 static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
 {
     *row = 0;
     if (!s->res) {
-        if (s->owner->begin_due)
-            s->res = exec_with_begin(s);
-        else if (s->text)
+        if (s->owner->begin_due || s->owner->piped) {
+            cf_err rc = pipe_step(s, err);
+            if (rc != CF_OK) {
+                PQclear(s->res);
+                s->res = NULL;
+                return rc;
+            }
+        } else if (s->text)
             s->res = PQexecParams(s->owner->conn, s->text, s->nparams, NULL, s->values, s->lengths,
                                   s->formats, 1);
         else
@@ -412,6 +553,7 @@ static const struct cf_db_ops pg_ops = {
     .col_blob = pgs_col_blob,
     .done = pgs_done,
     .close = pg_close,
+    .run_later = pgs_run_later,
 };
 
 /* The URL without its password (in the user part or as a password= parameter), for

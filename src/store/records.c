@@ -341,10 +341,9 @@ cf_err cf_store_cert_insert(cf_store *st, const cf_cert_rec *rec, cf_error *err)
         o->bind_int64(s, 13, rec->crl_shard);
     else
         o->bind_null(s, 13);
-    rc = cf_db_run(st, s, err);
-    if (rc == CF_ERR_EXISTS)
-        cf_error_set(err, rc, "certificate serial %s already exists", rec->serial);
-    return rc;
+    char exists[128];
+    snprintf(exists, sizeof exists, "certificate serial %s already exists", rec->serial);
+    return cf_db_run_later(st, s, exists, err);
 }
 
 cf_err cf_store_cert_get(cf_store *st, const char *serial, cf_cert_rec *out, cf_error *err)

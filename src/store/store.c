@@ -180,6 +180,16 @@ cf_err cf_db_run(cf_store *st, cf_stmt *s, cf_error *err)
     return rc;
 }
 
+cf_err cf_db_run_later(cf_store *st, cf_stmt *s, const char *exists, cf_error *err)
+{
+    if (st->in_txn && st->ops->run_later)
+        return st->ops->run_later(s, exists, err);
+    cf_err rc = cf_db_run(st, s, err);
+    if (rc == CF_ERR_EXISTS && exists)
+        cf_error_set(err, rc, "%s", exists);
+    return rc;
+}
+
 unsigned char *cf_db_blob_dup(const unsigned char *b, size_t len)
 {
     unsigned char *d = malloc(len ? len : 1);

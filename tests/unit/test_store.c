@@ -725,12 +725,36 @@ static void test_rollback_leaves_nothing(void **state)
         assert_int_equal(seq, 0);
         assert_int_equal(raw_count(st, "SELECT COUNT(*) FROM audit"), 0);
 
-        /* A failed statement inside a transaction, then rollback: the store carries on. */
+        /* A failed statement inside a transaction, then rollback: the store carries on. A
+         * certificate's INSERT runs later on PostgreSQL (cf_db_run_later): its failure comes
+         * with the next statement that returns rows, in its own words. */
         rec.device_id = NULL; /* the device went with the rollback */
         ASSERT_OK(b, cf_store_begin(st, &err));
         ASSERT_OK(b, cf_store_cert_insert(st, &rec, &err));
-        assert_int_equal(cf_store_cert_insert(st, &rec, &err), CF_ERR_EXISTS);
+        cf_err dup = cf_store_cert_insert(st, &rec, &err);
+        if (b == TU_POSTGRES) {
+            assert_int_equal(dup, CF_OK);
+            assert_int_equal(cf_store_cert_get(st, "ABCDEF", &got, &err), CF_ERR_EXISTS);
+        } else {
+            assert_int_equal(dup, CF_ERR_EXISTS);
+        }
+        assert_string_equal(err.msg, "certificate serial ABCDEF already exists");
         cf_store_rollback(st);
+        ASSERT_OK(b, cf_store_cert_count(st, 0, &total, &valid, &err));
+        assert_int_equal(total, 0);
+
+        /* Nor does a COMMIT keep anything after a failure it reports. */
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        ASSERT_OK(b, cf_store_cert_insert(st, &rec, &err));
+        dup = cf_store_cert_insert(st, &rec, &err);
+        if (b == TU_POSTGRES) {
+            assert_int_equal(dup, CF_OK);
+            assert_int_equal(cf_store_commit(st, &err), CF_ERR_EXISTS);
+        } else {
+            assert_int_equal(dup, CF_ERR_EXISTS);
+            cf_store_rollback(st);
+        }
+        assert_string_equal(err.msg, "certificate serial ABCDEF already exists");
         ASSERT_OK(b, cf_store_cert_count(st, 0, &total, &valid, &err));
         assert_int_equal(total, 0);
 
@@ -744,6 +768,66 @@ static void test_rollback_leaves_nothing(void **state)
         /* Closing with an open transaction rolls it back. */
         ASSERT_OK(b, cf_store_begin(st, &err));
         ASSERT_OK(b, cf_store_meta_set(st, "unsaved", "x", &err));
+        cf_store_close(st);
+    }
+}
+
+/* Statements run later (cf_db_run_later) on PostgreSQL: more of them than one pipeline
+ * holds, and a failure among them reported by whatever comes next, even a statement this
+ * connection has not prepared yet; nothing of the transaction is kept. */
+static void test_statements_run_later(void **state)
+{
+    (void)state;
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        char *url = fresh_url(b);
+        cf_store *st = open_url(b, url);
+        cf_error err = {0};
+        int64_t total, valid;
+        unsigned char der[40];
+        make_blob(der, sizeof der, 3);
+        int64_t ca = insert_root_ca(b, st);
+        char serial[16];
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        for (int i = 0; i < 150; i++) {
+            snprintf(serial, sizeof serial, "%04X", i + 1);
+            cf_cert_rec rec = cert_template(serial, ca, NULL, der, sizeof der);
+            ASSERT_OK(b, cf_store_cert_insert(st, &rec, &err));
+        }
+        ASSERT_OK(b, cf_store_commit(st, &err));
+        ASSERT_OK(b, cf_store_cert_count(st, 0, &total, &valid, &err));
+        assert_int_equal(total, 150);
+
+        /* A duplicate among 100 new ones, the 70th: after the first pipeline was read. On a
+         * connection of its own, where the statement after them is the first of its kind. */
+        cf_store *other = open_url(b, url);
+        ASSERT_OK(b, cf_store_begin(other, &err));
+        cf_err rc = CF_OK;
+        for (int i = 0; i < 100 && rc == CF_OK; i++) {
+            snprintf(serial, sizeof serial, "%04X", i == 69 ? 7 : 1000 + i);
+            cf_cert_rec rec = cert_template(serial, ca, NULL, der, sizeof der);
+            rc = cf_store_cert_insert(other, &rec, &err);
+        }
+        if (rc == CF_OK) /* still to be answered */
+            rc = cf_store_cert_count(other, 0, &total, &valid, &err);
+        assert_int_equal(rc, CF_ERR_EXISTS);
+        assert_string_equal(err.msg, "certificate serial 0007 already exists");
+        cf_store_rollback(other);
+        cf_store_close(other);
+        free(url);
+        ASSERT_OK(b, cf_store_cert_count(st, 0, &total, &valid, &err));
+        assert_int_equal(total, 150);
+        char *value = NULL;
+        /* The connection carries on, pipelines included. */
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        cf_cert_rec rec = cert_template("FFFF", ca, NULL, der, sizeof der);
+        ASSERT_OK(b, cf_store_cert_insert(st, &rec, &err));
+        ASSERT_OK(b, cf_store_meta_set(st, "k", "v", &err));
+        ASSERT_OK(b, cf_store_commit(st, &err));
+        ASSERT_OK(b, cf_store_meta_get(st, "k", &value, &err));
+        assert_string_equal(value, "v");
+        free(value);
+        ASSERT_OK(b, cf_store_cert_count(st, 0, &total, &valid, &err));
+        assert_int_equal(total, 151);
         cf_store_close(st);
     }
 }
@@ -982,6 +1066,7 @@ int main(void)
         cmocka_unit_test(test_device_ensure_get_set_state_count),
         cmocka_unit_test(test_cert_insert_get_and_duplicate_serial),
         cmocka_unit_test(test_rollback_leaves_nothing),
+        cmocka_unit_test(test_statements_run_later),
         cmocka_unit_test(test_commit_of_failed_transaction_is_an_error),
         cmocka_unit_test(test_audit_head_lock_insert_scan_filters),
         cmocka_unit_test(test_sqlite_bulk_mode_checkpoints_in_the_background),
