@@ -11,8 +11,10 @@ ESTLOAD=${CF_BUILD_DIR:?}/estload
 
 # One device, as `manifest make --key-files` lays it out, and the fake server's identity.
 mkdir -p "$T/dev/keys" "$T/dev/certs"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$T/dev/keys/dev1.key" -subj /CN=dev1 -out "$T/dev/certs/dev1.pem" 2>/dev/null
+for d in dev1 dev2; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$T/dev/keys/$d.key" -subj "/CN=$d" -out "$T/dev/certs/$d.pem" 2>/dev/null
+done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -keyout "$T/srv.key" -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
     -out "$T/srv.pem" 2>/dev/null
@@ -20,9 +22,28 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 openssl crl2pkcs7 -nocrl -certfile "$T/srv.pem" -outform DER | base64 -w0 >"$T/other.p7.b64"
 
 cat >"$T/fake.py" <<'PY'
-import os, socket, ssl, sys, time
+import base64, datetime, os, socket, ssl, sys, time
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 port_file, mode, cert, key, other = sys.argv[1:6]
+ca_key = serialization.load_pem_private_key(open(key, "rb").read(), None)
+ca_cert = x509.load_pem_x509_certificate(open(cert, "rb").read())
+served = 0
+
+def issued(csr_b64):
+    """base64 of a certs-only PKCS#7 holding a certificate for the CSR's key."""
+    csr = x509.load_der_x509_csr(base64.b64decode(csr_b64))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_cert.subject)
+           .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+           .sign(ca_key, hashes.SHA256()))
+    return base64.b64encode(pkcs7.serialize_certificates([ca_cert, crt], serialization.Encoding.DER))
+
+def send_body(c, body):
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("127.0.0.1", 0))
@@ -32,8 +53,14 @@ os.rename(port_file + ".tmp", port_file)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 
-def reply(c):
-    if mode == "garbage":
+def reply(c, body):
+    if mode == "issue" or (mode == "issue_once" and served == 1):
+        send_body(c, issued(body))
+    elif mode == "issue_once":
+        send_body(c, open(other, "rb").read())
+    elif mode == "issue_trailing":
+        send_body(c, base64.b64encode(base64.b64decode(issued(body)) + b"\x00\x00"))
+    elif mode == "garbage":
         c.sendall(b"HELLO THERE\r\n\r\n")
     elif mode == "nul":
         c.sendall(b"HTTP/1.1 200 OK\r\nX: \x00\x00\r\n")
@@ -83,7 +110,18 @@ while True:
             if not got:
                 break
             data += got
-        reply(c)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(body) < length:
+            got = c.recv(4096)
+            if not got:
+                break
+            body += got
+        served += 1
+        reply(c, body)
         c.close()
     except (OSError, ssl.SSLError):
         pass
@@ -130,6 +168,23 @@ run notbase64 body
 run notpkcs7 body
 run othercert body
 run garbage reply --healthz
+# A reply for the CSR's key with bytes after the PKCS#7.
+run issue_trailing body
+
+# Replies are walked for the CSR's key, and decoded in full by OpenSSL only for each
+# client's first and every 64th: a second reply for another key fails all the same.
+rm -f "$T/port"
+"$(cf_python)" "$T/fake.py" "$T/port" issue_once "$T/srv.pem" "$T/srv.key" "$T/other.p7.b64" \
+    2>"$T/fake.err" &
+FAKE=$!
+for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.05; done
+expect_rc 1 "$ESTLOAD" --connect "127.0.0.1:$(cat "$T/port")" --devices "$T/dev" \
+    --requests 2 --timeout 2 --json
+grep -q '"ok":1,"errors":1,' "$T/stdout" || fail "issue_once: $(cat "$T/stdout")"
+grep -q '"body":1' "$T/stdout" || fail "issue_once: not a body error: $(cat "$T/stdout")"
+kill "$FAKE"
+wait "$FAKE" 2>/dev/null || true
+pass "a second reply for another key is a body error without OpenSSL's full decode"
 
 # ... and a well-behaved one.
 rm -f "$T/port"
@@ -141,6 +196,16 @@ expect_rc 0 "$ESTLOAD" --connect "127.0.0.1:$(cat "$T/port")" --devices "$T/dev"
     --requests 5 --clients 2 --cacert "$T/srv.pem" --json
 grep -q '"ok":5,' "$T/stdout" || fail "5 good requests: $(cat "$T/stdout")"
 pass "against a well-behaved server with a verified certificate: 5 of 5"
+kill "$FAKE"
+wait "$FAKE" 2>/dev/null || true
+rm -f "$T/port"
+"$(cf_python)" "$T/fake.py" "$T/port" issue "$T/srv.pem" "$T/srv.key" "$T/other.p7.b64" &
+FAKE=$!
+for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.05; done
+expect_rc 0 "$ESTLOAD" --connect "127.0.0.1:$(cat "$T/port")" --devices "$T/dev" \
+    --requests 2 --cacert "$T/srv.pem" --json
+grep -q '"ok":2,' "$T/stdout" || fail "2 good enrollments: $(cat "$T/stdout")"
+pass "enrollments answered with a certificate for each CSR's key (after the CA's): 2 of 2"
 
 # The server's certificate is verified: against another trust anchor, and for its name.
 expect_rc 1 "$ESTLOAD" --connect "127.0.0.1:$(cat "$T/port")" --devices "$T/dev" --healthz \
