@@ -499,8 +499,12 @@ out:
     return rc;
 }
 
-/* Re-checks the device under its lock, records the certificate, and audits the enrollment. */
-static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p, cf_error *err)
+/* Re-checks the device under its lock, records the certificate, and audits the enrollment.
+ * With lock_head, the audit head is locked in the activation's round trip, after the device
+ * (cf_store_audit_lock_soon); should the activation not happen, *again asks for the
+ * transaction to be run again without, so that no device row is locked after the head. */
+static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, int lock_head, cf_pending_cert *p,
+                            int *again, cf_error *err)
 {
     cf_store *st = cf_fleet_store(f);
     json_t *det = NULL;
@@ -509,13 +513,19 @@ static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, cf_pending_cert *p
     cf_err rc = CF_OK;
     /* The common birth enrollment, a claimed device that may enroll, is locked, re-checked and
      * made active in one statement; any other case is read under the lock and told why. */
-    if (c->how != HOW_REENROLL)
+    if (c->how != HOW_REENROLL) {
+        if (lock_head)
+            cf_store_audit_lock_soon(st);
         rc = cf_store_enroll_activate(st, c->device_id, c->label_owner, c->policy->require_approval,
                                       &activated, &owner_id, err);
+    }
     if (rc == CF_OK && activated) {
         p->locked = 1;
         p->locked_owner = owner_id;
         p->locked_state = CF_DEVICE_ACTIVE;
+    } else if (rc == CF_OK && lock_head) {
+        *again = 1;
+        return CF_OK;
     } else if (rc == CF_OK) {
         rc = enroll_recheck(st, c, p, err);
     }
@@ -541,18 +551,25 @@ static cf_err enroll_issue(cf_fleet *f, const enroll_ctx *c, const cf_issue_req 
     cf_store *st = cf_fleet_store(f);
     cf_pending_cert p;
     cf_err rc = CF_OK;
+    /* As read before signing, the device is about to become active. */
+    int lock_head = c->how != HOW_REENROLL && c->dev->state == CF_DEVICE_CLAIMED;
     for (int attempt = 0; attempt < 3; attempt++) {
         if ((rc = cf_fleet_issue_prepare_known(f, ireq, c->dev->state, c->dev->owner_id,
                                                c->dev->owner, &p, err)) != CF_OK)
             break;
         if ((rc = cf_store_begin(st, err)) != CF_OK)
             break;
-        if ((rc = enroll_record(f, c, &p, err)) == CF_OK)
+        int again = 0;
+        if ((rc = enroll_record(f, c, lock_head, &p, &again, err)) == CF_OK && !again)
             rc = cf_store_commit(st, err);
         else
             cf_store_rollback(st);
-        if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial"))
+        if (again) {
+            lock_head = 0;
+            attempt--;
+        } else if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial")) {
             break;
+        }
         cf_fleet_pending_clear(&p);
     }
     if (rc == CF_OK)

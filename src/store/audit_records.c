@@ -53,20 +53,34 @@ static cf_err head_read(cf_store *st, const char *sql, int64_t *seq,
 
 static cf_err write_queue(cf_store *st, cf_error *err);
 
+/* The head as an appender reads it: FOR UPDATE takes the row lock in PostgreSQL, and after
+ * a wait reads the row as the other appender committed it; SQLite's write lock is already
+ * held (BEGIN IMMEDIATE). Appenders in every process take turns, and the chain never
+ * forks. */
+static const char *head_lock_sql(const cf_store *st)
+{
+    static const char pg[] = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+    static const char sqlite[] = "SELECT seq, hash FROM audit_head WHERE id = 1";
+    return st->kind == CF_STORE_POSTGRES ? pg : sqlite;
+}
+
+void cf_store_audit_lock_soon(cf_store *st)
+{
+    cf_stmt *s;
+    cf_error ignored;
+    /* A prepare that fails now fails again, and is reported, when the head is locked. */
+    if (st->in_txn && !st->audit.locked &&
+        cf_db_prepare(st, head_lock_sql(st), &s, &ignored) == CF_OK)
+        cf_db_prefetch(st, s);
+}
+
 cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],
                                 cf_error *err)
 {
     if (!st->in_txn)
         return cf_error_set(err, CF_ERR_INTERNAL, "audit: append outside a transaction");
     if (!st->audit.locked) {
-        /* FOR UPDATE takes the row lock in PostgreSQL, and after a wait reads the row as the
-         * other appender committed it; SQLite's write lock is already held (BEGIN
-         * IMMEDIATE). Appenders in every process take turns, and the chain never forks. */
-        cf_err rc = head_read(st,
-                              st->kind == CF_STORE_POSTGRES
-                                  ? "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-                                  : "SELECT seq, hash FROM audit_head WHERE id = 1",
-                              &st->audit.seq, st->audit.hash, err);
+        cf_err rc = head_read(st, head_lock_sql(st), &st->audit.seq, st->audit.hash, err);
         if (rc != CF_OK)
             return rc;
         st->audit.locked = 1;

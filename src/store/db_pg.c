@@ -22,6 +22,7 @@
  * each) must fit the socket buffers, or the server would wait for us to read while we
  * wait for it to read. */
 #define PG_PIPE_MAX 64
+#define PG_TRAIL_MAX 4 /* statements prefetched in one round trip */
 
 struct cf_stmt {
     struct pg_store *owner;
@@ -35,7 +36,8 @@ struct cf_stmt {
     int *formats;
     char (*ints)[24]; /* decimal text of bound integers */
     PGresult *res;
-    int row; /* index of the current row; -1 before the first step */
+    int row;  /* index of the current row; -1 before the first step */
+    int kept; /* res came with another statement's round trip (cf_db_prefetch) */
 };
 
 typedef struct pg_store {
@@ -53,6 +55,10 @@ typedef struct pg_store {
      * message for its unique violation (NULL: the server's). */
     char *pending[PG_PIPE_MAX + 1];
     size_t npending;
+    /* cf_db_prefetch: statements to send after the next one stepped; those whose results
+     * came and wait for their step. */
+    struct cf_stmt *trail[PG_TRAIL_MAX], *kept[PG_TRAIL_MAX];
+    size_t ntrail, nkept;
 } pg_store;
 
 /* "?" -> "$n" outside quoted strings. Returns a new string and the number of parameters. */
@@ -126,13 +132,32 @@ static cf_err commit_kept(pg_store *ps, const PGresult *res, cf_error *err)
                         ps->base.desc);
 }
 
-static cf_err pipe_close(pg_store *ps, int last_sent, PGresult **last, cf_error *err);
+static cf_err pipe_close(pg_store *ps, int last_sent, size_t ntrail, PGresult **last,
+                         cf_error *err);
 static cf_err pipe_commit(pg_store *ps, cf_error *err);
+
+/* At the end of a transaction: prefetched results no one stepped are dropped, and
+ * statements to prefetch are forgotten. */
+static void forget_prefetched(pg_store *ps)
+{
+    for (size_t i = 0; i < ps->nkept; i++) {
+        struct cf_stmt *t = ps->kept[i];
+        if (t->kept) {
+            PQclear(t->res);
+            t->res = NULL;
+            t->kept = 0;
+        }
+    }
+    ps->nkept = 0;
+    ps->ntrail = 0;
+}
 
 static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
 {
     pg_store *ps = (pg_store *)st;
     char *joined = NULL;
+    if (strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0 || ends_with_commit(sql))
+        forget_prefetched(ps);
     /* A connection known to be lost fails BEGIN itself, as it would without the wait. */
     if (strcmp(sql, "BEGIN") == 0 && PQstatus(ps->conn) == CONNECTION_OK) {
         ps->begin_due = 1;
@@ -144,7 +169,7 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
         if (strcmp(sql, "COMMIT") == 0)
             return pipe_commit(ps, err);
         cf_error ignored;
-        cf_err rc = pipe_close(ps, 0, NULL, strcmp(sql, "ROLLBACK") == 0 ? &ignored : err);
+        cf_err rc = pipe_close(ps, 0, 0, NULL, strcmp(sql, "ROLLBACK") == 0 ? &ignored : err);
         if (rc != CF_OK && strcmp(sql, "ROLLBACK") != 0)
             return rc;
     }
@@ -210,7 +235,7 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
     }
     /* PQprepare waits for its answer, which pipeline mode does not allow: what was sent
      * ahead is answered first. */
-    cf_err sent_rc = ps->piped ? pipe_close(ps, 0, NULL, err) : CF_OK;
+    cf_err sent_rc = ps->piped ? pipe_close(ps, 0, 0, NULL, err) : CF_OK;
     if (sent_rc != CF_OK) {
         free(text);
         free(s);
@@ -306,11 +331,12 @@ static PGresult *pipe_result(PGconn *c)
     return first;
 }
 
-/* Ends the pipeline: marks a sync point, reads the pending queries' results and then, when
- * last_sent, the result of the query sent last into *last (NULL when nothing came), and
- * leaves pipeline mode. Returns the first pending query's failure (the queries after it
- * are not run). */
-static cf_err pipe_close(pg_store *ps, int last_sent, PGresult **last, cf_error *err)
+/* Ends the pipeline: marks a sync point, reads the pending queries' results; then, when
+ * last_sent, the result of the query sent after them into *last (NULL when nothing came);
+ * then those of the first ntrail prefetched statements, sent after it, which keep them;
+ * and leaves pipeline mode. Returns the first pending query's failure (the queries after it
+ * are not run), or a prefetched statement's own. */
+static cf_err pipe_close(pg_store *ps, int last_sent, size_t ntrail, PGresult **last, cf_error *err)
 {
     PGconn *c = ps->conn;
     cf_err rc = CF_OK;
@@ -337,6 +363,22 @@ static cf_err pipe_close(pg_store *ps, int last_sent, PGresult **last, cf_error 
         else
             PQclear(res);
     }
+    for (size_t i = 0; i < ntrail; i++) {
+        struct cf_stmt *t = ps->trail[i];
+        PGresult *res = synced ? pipe_result(c) : NULL;
+        if (result_ok(res)) {
+            t->res = res;
+            t->row = -1;
+            t->kept = 1;
+            ps->kept[ps->nkept++] = t;
+            continue;
+        }
+        /* Not run because the statement before it failed: that failure is the one to tell. */
+        if (rc == CF_OK && PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
+            rc = pg_fail(ps, res, "store", err);
+        PQclear(res);
+    }
+    ps->ntrail = 0;
     if (synced)
         PQclear(PQgetResult(c)); /* the sync point's */
     PQexitPipelineMode(c);
@@ -350,10 +392,13 @@ static cf_err pipe_step(cf_stmt *s, cf_error *err)
 {
     pg_store *ps = s->owner;
     int sent = pipe_open(ps) && send_stmt(s);
+    size_t ntrail = 0;
+    while (sent && ntrail < ps->ntrail && send_stmt(ps->trail[ntrail]))
+        ntrail++;
     cf_error lost;
     if (!sent)
         pg_fail(ps, NULL, "store", &lost);
-    cf_err rc = pipe_close(ps, sent, &s->res, err);
+    cf_err rc = pipe_close(ps, sent, ntrail, &s->res, err);
     if (rc == CF_OK && !sent)
         rc = cf_error_set(err, lost.code, "%s", lost.msg);
     return rc;
@@ -367,7 +412,7 @@ static cf_err pipe_commit(pg_store *ps, cf_error *err)
     cf_error lost;
     if (!sent)
         pg_fail(ps, NULL, "store", &lost);
-    cf_err rc = pipe_close(ps, sent, &res, err);
+    cf_err rc = pipe_close(ps, sent, 0, &res, err);
     if (rc == CF_OK && !sent)
         rc = cf_error_set(err, lost.code, "%s", lost.msg);
     else if (rc == CF_OK && !result_ok(res))
@@ -391,21 +436,36 @@ static cf_err pgs_run_later(cf_stmt *s, const char *exists, cf_error *err)
                             : cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
         free(msg);
         cf_error ignored;
-        pipe_close(ps, 0, NULL, &ignored);
+        pipe_close(ps, 0, 0, NULL, &ignored);
     } else {
         ps->pending[ps->npending++] = msg;
         if (ps->npending >= PG_PIPE_MAX)
-            rc = pipe_close(ps, 0, NULL, err);
+            rc = pipe_close(ps, 0, 0, NULL, err);
     }
     pgs_done(s);
     return rc;
+}
+
+static void pgs_prefetch(cf_stmt *s)
+{
+    pg_store *ps = s->owner;
+    if (s->res || ps->ntrail + ps->nkept >= PG_TRAIL_MAX)
+        return; /* it runs when stepped, as without */
+    for (size_t i = 0; i < ps->ntrail; i++)
+        if (ps->trail[i] == s)
+            return;
+    ps->trail[ps->ntrail++] = s;
 }
 
 static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
 {
     *row = 0;
     if (!s->res) {
-        if (s->owner->begin_due || s->owner->piped) {
+        pg_store *ps = s->owner;
+        for (size_t i = 0; i < ps->ntrail; i++) /* stepped before it could ride along */
+            if (ps->trail[i] == s)
+                ps->trail[i] = ps->trail[--ps->ntrail];
+        if (s->owner->begin_due || s->owner->piped || s->owner->ntrail) {
             cf_err rc = pipe_step(s, err);
             if (rc != CF_OK) {
                 PQclear(s->res);
@@ -518,6 +578,7 @@ static void pgs_done(cf_stmt *s)
 {
     if (!s)
         return;
+    s->kept = 0; /* its entry in owner->kept is skipped at the transaction's end */
     PQclear(s->res);
     s->res = NULL;
     s->row = -1;
@@ -554,6 +615,7 @@ static const struct cf_db_ops pg_ops = {
     .done = pgs_done,
     .close = pg_close,
     .run_later = pgs_run_later,
+    .prefetch = pgs_prefetch,
 };
 
 /* The URL without its password (in the user part or as a password= parameter), for

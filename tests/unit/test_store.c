@@ -832,6 +832,90 @@ static void test_statements_run_later(void **state)
     }
 }
 
+/* The audit head's lock asked for ahead (cf_store_audit_lock_soon) comes with the next
+ * statement's round trip on PostgreSQL and is what locking the head then returns; one that
+ * was not used goes with its transaction, so a later one reads the head as it is by then,
+ * not as it was. */
+static void test_audit_head_locked_ahead(void **state)
+{
+    (void)state;
+    for (int b = 0; b < TU_BACKENDS; b++) {
+        char *url = fresh_url(b);
+        cf_store *st = open_url(b, url), *other = open_url(b, url);
+        cf_error err = {0};
+        int64_t seq;
+        unsigned char hash[CF_HASH_LEN];
+        cf_audit_rec a = {
+            .time_us = 5, .actor = "t", .action = "x", .object = "o", .details = "{}"};
+
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        cf_store_audit_lock_soon(st);
+        ASSERT_OK(b, cf_store_meta_set(st, "k", "v", &err));
+        if (b == TU_POSTGRES) {
+            /* The head is locked already: another appender waits (here, up to its lock
+             * timeout). */
+            ASSERT_OK(b, other->ops->exec(other, "SET lock_timeout = '200ms'", &err));
+            ASSERT_OK(b, cf_store_begin(other, &err));
+            assert_int_equal(cf_store_audit_lock_head(other, &seq, hash, &err), CF_ERR_STORE);
+            assert_non_null(strstr(err.msg, "lock timeout"));
+            cf_store_rollback(other);
+            ASSERT_OK(b, other->ops->exec(other, "SET lock_timeout = 0", &err));
+        }
+        ASSERT_OK(b, cf_store_audit_lock_head(st, &seq, hash, &err));
+        assert_int_equal(seq, 0);
+        a.seq = 1;
+        a.hash[0] = 1;
+        ASSERT_OK(b, cf_store_audit_insert(st, &a, &err));
+        ASSERT_OK(b, cf_store_commit(st, &err));
+
+        /* Asked for, sent with the next statement, never used: rolled back with it. */
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        cf_store_audit_lock_soon(st);
+        ASSERT_OK(b, cf_store_meta_set(st, "k", "w", &err));
+        cf_store_rollback(st);
+        /* Meanwhile another connection appends. */
+        ASSERT_OK(b, cf_store_begin(other, &err));
+        ASSERT_OK(b, cf_store_audit_lock_head(other, &seq, hash, &err));
+        assert_int_equal(seq, 1);
+        assert_int_equal(hash[0], 1);
+        a.seq = 2;
+        memcpy(a.prev_hash, hash, CF_HASH_LEN);
+        a.hash[0] = 2;
+        ASSERT_OK(b, cf_store_audit_insert(other, &a, &err));
+        ASSERT_OK(b, cf_store_commit(other, &err));
+        /* The next lock reads the head as the other connection left it. */
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        cf_store_audit_lock_soon(st);
+        ASSERT_OK(b, cf_store_audit_lock_head(st, &seq, hash, &err));
+        assert_int_equal(seq, 2);
+        assert_int_equal(hash[0], 2);
+        cf_store_rollback(st);
+        /* Asked for in a transaction that commits without using it. */
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        cf_store_audit_lock_soon(st);
+        ASSERT_OK(b, cf_store_meta_set(st, "k", "x", &err));
+        ASSERT_OK(b, cf_store_commit(st, &err));
+        ASSERT_OK(b, cf_store_begin(other, &err));
+        ASSERT_OK(b, cf_store_audit_lock_head(other, &seq, hash, &err));
+        a.seq = 3;
+        memcpy(a.prev_hash, hash, CF_HASH_LEN);
+        a.hash[0] = 3;
+        ASSERT_OK(b, cf_store_audit_insert(other, &a, &err));
+        ASSERT_OK(b, cf_store_commit(other, &err));
+        ASSERT_OK(b, cf_store_begin(st, &err));
+        ASSERT_OK(b, cf_store_audit_lock_head(st, &seq, hash, &err));
+        assert_int_equal(seq, 3);
+        cf_store_rollback(st);
+        char *value = NULL;
+        ASSERT_OK(b, cf_store_meta_get(st, "k", &value, &err));
+        assert_string_equal(value, "x");
+        free(value);
+        cf_store_close(other);
+        cf_store_close(st);
+        free(url);
+    }
+}
+
 /* A commit of a transaction the database has already aborted must not report success. */
 static void test_commit_of_failed_transaction_is_an_error(void **state)
 {
@@ -1067,6 +1151,7 @@ int main(void)
         cmocka_unit_test(test_cert_insert_get_and_duplicate_serial),
         cmocka_unit_test(test_rollback_leaves_nothing),
         cmocka_unit_test(test_statements_run_later),
+        cmocka_unit_test(test_audit_head_locked_ahead),
         cmocka_unit_test(test_commit_of_failed_transaction_is_an_error),
         cmocka_unit_test(test_audit_head_lock_insert_scan_filters),
         cmocka_unit_test(test_sqlite_bulk_mode_checkpoints_in_the_background),
