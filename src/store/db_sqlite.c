@@ -12,6 +12,8 @@
 #include "core/util.h"
 #include "store/db.h"
 
+#define BUSY_TIMEOUT_MS 10000 /* how long a statement waits for another connection's lock */
+
 #define SQLITE_CACHE_MAX 128
 
 struct cf_stmt {
@@ -332,13 +334,20 @@ cf_err cf_db_sqlite_open(const char *path, cf_store **out, cf_error *err)
         free(ss);
         return CF_ERR_STORE;
     }
-    sqlite3_busy_timeout(ss->db, 10000);
+    sqlite3_busy_timeout(ss->db, BUSY_TIMEOUT_MS);
     /* WAL with synchronous=NORMAL: a committed transaction survives a crash of the
-     * process (kill -9); FULL would also fsync the WAL on each commit for power loss. */
-    cf_err e = sq_exec(&ss->base,
-                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                       "PRAGMA foreign_keys=ON;",
-                       err);
+     * process (kill -9); FULL would also fsync the WAL on each commit for power loss. A new
+     * database turns to WAL under an exclusive lock, and when another connection does the
+     * same at that moment SQLite answers busy without its busy handler: this waits as the
+     * handler would. */
+    rc = sqlite3_exec(ss->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    for (int waited = 0; rc == SQLITE_BUSY && waited < BUSY_TIMEOUT_MS; waited += 5) {
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+        rc = sqlite3_exec(ss->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    }
+    cf_err e = rc != SQLITE_OK
+                   ? map_rc(ss, rc, "store", err)
+                   : sq_exec(&ss->base, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err);
     if (e != CF_OK) {
         if (err && !strstr(err->msg, path))
             cf_error_prefix(err, "%s", path);
