@@ -211,8 +211,9 @@ static int run_bench(const char *store, const char *data_dir, const char *csrs, 
     cf_signed_cert_clear(&x);
 
     /* batch 1: one transaction per certificate (cf_fleet_issue); batch > 1: group commit
-     * (cf_fleet_issue_batch), as a server does for enrollments that arrive together. Either
-     * way a certificate counts only once its transaction has committed. */
+     * (cf_fleet_issue_batch, the fleet's call for issuing many at once; the EST server
+     * commits each enrollment on its own). Either way a certificate counts only once its
+     * transaction has committed. */
     cf_issue_req *reqs = calloc((size_t)batch, sizeof *reqs);
     cf_issue_result *res = calloc((size_t)batch, sizeof *res);
     char(*ids)[64] = calloc((size_t)batch, sizeof *ids);
