@@ -54,6 +54,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "p7walk.h"
+
 #define REPLY_MAX (256 * 1024) /* larger replies are an error, not a reason to grow */
 #define UID_MAX 128
 #define WHY_MAX 256
@@ -595,68 +597,6 @@ static int save_cert(const load *L, const device *dev, X509 *cert, req_err *e)
     return 0;
 }
 
-/* Steps *p over one DER TLV that ends by end; with inner, into it instead: it must then be
- * constructed, of the given tag and class, and *inner is set to where its content ends. */
-static int der_next(const unsigned char **p, const unsigned char *end, int tag, int xclass,
-                    const unsigned char **inner)
-{
-    const unsigned char *q = *p;
-    long len;
-    int t, c;
-    int r = ASN1_get_object(&q, &len, &t, &c, end - q);
-    if ((r & 0x80) || (r & 1)) /* an error, or the indefinite length DER forbids */
-        return -1;
-    if (!inner) {
-        *p = q + len;
-        return 0;
-    }
-    if (!(r & V_ASN1_CONSTRUCTED) || t != tag || c != xclass)
-        return -1;
-    *p = q;
-    *inner = q + len;
-    return 0;
-}
-
-/* Whether der is a ContentInfo of type signedData whose certificates include one with the
- * SubjectPublicKeyInfo spki, walked with ASN1_get_object: a full decode of the PKCS#7
- * (every certificate's extensions and key) costs the load generator a sixth of a
- * handshake, CPU time the server it shares the machine with would lose. */
-static int certs_only_has_key(const unsigned char *der, size_t len, const unsigned char *spki,
-                              int spki_len)
-{
-    static const unsigned char signed_data[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
-                                                0xf7, 0x0d, 0x01, 0x07, 0x02};
-    const unsigned char *p = der, *end = der + len, *ci, *sd, *certs, *cert, *tbs;
-    if (der_next(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &ci) != 0 || ci != end ||
-        (size_t)(ci - p) < sizeof signed_data || memcmp(p, signed_data, sizeof signed_data) != 0)
-        return 0;
-    p += sizeof signed_data;
-    if (der_next(&p, ci, 0, V_ASN1_CONTEXT_SPECIFIC, &sd) != 0 ||
-        der_next(&p, sd, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &sd) != 0 ||
-        der_next(&p, sd, 0, 0, NULL) != 0 || /* version */
-        der_next(&p, sd, 0, 0, NULL) != 0 || /* digestAlgorithms */
-        der_next(&p, sd, 0, 0, NULL) != 0 || /* encapContentInfo */
-        der_next(&p, sd, 0, V_ASN1_CONTEXT_SPECIFIC, &certs) != 0)
-        return 0;
-    while (p < certs) {
-        if (der_next(&p, certs, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &cert) != 0 ||
-            der_next(&p, cert, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &tbs) != 0)
-            return 0;
-        if (p < tbs && *p == 0xa0 && der_next(&p, tbs, 0, 0, NULL) != 0) /* [0] version */
-            return 0;
-        for (int field = 0; field < 5; field++) /* serial, signature, issuer, validity, subject */
-            if (der_next(&p, tbs, 0, 0, NULL) != 0)
-                return 0;
-        const unsigned char *key = p;
-        if (der_next(&p, tbs, 0, 0, NULL) != 0)
-            return 0;
-        if (p - key == spki_len && memcmp(key, spki, (size_t)spki_len) == 0)
-            return 1;
-        p = cert;
-    }
-    return 0;
-}
-
 /* The enrollment reply: base64 DER PKCS#7 certs-only with a certificate for the CSR's key.
  * full: decoded by OpenSSL (each client's first reply and every 64th, and all with --save)
  * besides the walk every reply gets. */
@@ -670,7 +610,7 @@ static int check_enrolled(const load *L, const device *dev, const reply *r, int 
         fail(e, E_BODY, "device %s: the body is not base64", dev->uid);
         goto out;
     }
-    if (!certs_only_has_key(der, len, dev->csr_spki, dev->csr_spki_len)) {
+    if (!p7_certs_only_has_key(der, len, dev->csr_spki, dev->csr_spki_len)) {
         fail(e, E_BODY,
              "device %s: the body is not a DER PKCS#7 with a certificate for the "
              "CSR's key",
