@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store/db.h"
 
@@ -28,7 +29,9 @@ struct cf_stmt {
     struct pg_store *owner;
     char name[16];
     int cached;
-    char *text; /* uncached: the renumbered SQL, run with PQexecParams; NULL when cached */
+    const char *sql;  /* cached: the statement as written (a literal) */
+    unsigned session; /* cached: the session it was prepared on (pg_store.session) */
+    char *text;       /* uncached: the renumbered SQL, run with PQexecParams; NULL when cached */
     int nparams;
     /* nparams each, in the same allocation as the statement */
     const char **values;
@@ -59,6 +62,10 @@ typedef struct pg_store {
      * came and wait for their step. */
     struct cf_stmt *trail[PG_TRAIL_MAX], *kept[PG_TRAIL_MAX];
     size_t ntrail, nkept;
+    /* Reconnections: the session count (statements prepared on an earlier one are prepared
+     * again when next used), and when the last attempt was. */
+    unsigned session;
+    int64_t retry_after_ms; /* after a failed attempt: no other before this (monotonic) */
 } pg_store;
 
 /* "?" -> "$n" outside quoted strings. Returns a new string and the number of parameters. */
@@ -135,6 +142,7 @@ static cf_err commit_kept(pg_store *ps, const PGresult *res, cf_error *err)
 static cf_err pipe_close(pg_store *ps, int last_sent, size_t ntrail, PGresult **last,
                          cf_error *err);
 static cf_err pipe_commit(pg_store *ps, cf_error *err);
+static int reconnect(pg_store *ps);
 
 /* At the end of a transaction: prefetched results no one stepped are dropped, and
  * statements to prefetch are forgotten. */
@@ -159,7 +167,7 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
     if (strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0 || ends_with_commit(sql))
         forget_prefetched(ps);
     /* A connection known to be lost fails BEGIN itself, as it would without the wait. */
-    if (strcmp(sql, "BEGIN") == 0 && PQstatus(ps->conn) == CONNECTION_OK) {
+    if (strcmp(sql, "BEGIN") == 0 && reconnect(ps)) {
         ps->begin_due = 1;
         return CF_OK;
     }
@@ -195,15 +203,89 @@ static cf_err pg_exec(cf_store *st, const char *sql, cf_error *err)
     return rc;
 }
 
+#define SESSION_SETUP "SET client_min_messages = warning; SET TIME ZONE 'UTC'"
+
+/* Whether the connection is at a point where it may be made again: no transaction has sent
+ * anything yet. */
+static int at_boundary(const pg_store *ps)
+{
+    return !ps->piped && (!ps->base.in_txn || ps->begin_due);
+}
+
+/* Makes a lost connection again (PQreset) at a boundary; after an attempt that failed, not
+ * again for a second, since an attempt may wait up to the connect timeout. Returns whether
+ * the connection is good. A server that restarted (an upgrade, a failover) is found again
+ * without restarting certfleet. */
+static int reconnect(pg_store *ps)
+{
+    if (PQstatus(ps->conn) == CONNECTION_OK)
+        return 1;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!at_boundary(ps) || now_ms < ps->retry_after_ms)
+        return 0;
+    PQreset(ps->conn);
+    if (PQstatus(ps->conn) != CONNECTION_OK) {
+        ps->retry_after_ms = now_ms + 1000;
+        return 0;
+    }
+    ps->retry_after_ms = 0;
+    ps->session++;
+    ps->piped = 0;
+    ps->npending = 0;
+    PGresult *res = PQexec(ps->conn, SESSION_SETUP);
+    int ok = result_ok(res);
+    PQclear(res);
+    return ok;
+}
+
+/* Prepares the cached statement s under its name on this session (again, after a
+ * reconnection). */
+static cf_err prepare_named(pg_store *ps, struct cf_stmt *s, cf_error *err)
+{
+    int nparams;
+    char *text = renumber(s->sql, &nparams);
+    if (!text)
+        return cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
+    /* PQprepare waits for its answer, which pipeline mode does not allow: what was sent
+     * ahead is answered first. */
+    cf_err rc = ps->piped ? pipe_close(ps, 0, 0, NULL, err) : CF_OK;
+    if (rc == CF_OK) {
+        PGresult *res = PQprepare(ps->conn, s->name, text, nparams, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = pg_fail(ps, res, "store: prepare", err);
+        else
+            s->session = ps->session;
+        PQclear(res);
+    }
+    free(text);
+    return rc;
+}
+
+/* prepare_named, once more on a new connection when the old one is found lost at a
+ * boundary. */
+static cf_err prepare_again(pg_store *ps, struct cf_stmt *s, cf_error *err)
+{
+    int first = at_boundary(ps);
+    cf_err rc = prepare_named(ps, s, err);
+    if (rc == CF_ERR_UNAVAILABLE && first && PQstatus(ps->conn) != CONNECTION_OK && reconnect(ps))
+        rc = prepare_named(ps, s, err);
+    return rc;
+}
+
 static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **out, cf_error *err)
 {
     pg_store *ps = (pg_store *)st;
+    reconnect(ps);
     if (cached) {
         for (size_t i = 0; i < ps->ncache; i++) {
-            if (ps->cache[i].sql == sql) {
-                *out = ps->cache[i].stmt;
-                return CF_OK;
-            }
+            struct cf_stmt *s = ps->cache[i].stmt;
+            if (ps->cache[i].sql != sql)
+                continue;
+            cf_err rc = s->session == ps->session ? CF_OK : prepare_again(ps, s, err);
+            *out = s;
+            return rc;
         }
     }
     int nparams = 0;
@@ -233,25 +315,15 @@ static cf_err pg_prepare(cf_store *st, const char *sql, int cached, cf_stmt **ou
         *out = s;
         return CF_OK;
     }
-    /* PQprepare waits for its answer, which pipeline mode does not allow: what was sent
-     * ahead is answered first. */
-    cf_err sent_rc = ps->piped ? pipe_close(ps, 0, 0, NULL, err) : CF_OK;
-    if (sent_rc != CF_OK) {
-        free(text);
-        free(s);
-        return sent_rc;
-    }
-    snprintf(s->name, sizeof s->name, "cf%u", ps->next_name++);
-    PGresult *res = PQprepare(ps->conn, s->name, text, nparams, NULL);
     free(text);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        cf_err rc = pg_fail(ps, res, "store: prepare", err);
-        PQclear(res);
+    snprintf(s->name, sizeof s->name, "cf%u", ps->next_name++);
+    s->sql = sql;
+    s->cached = 1;
+    cf_err rc = prepare_again(ps, s, err);
+    if (rc != CF_OK) {
         free(s);
         return rc;
     }
-    PQclear(res);
-    s->cached = 1;
     ps->cache[ps->ncache].sql = sql;
     ps->cache[ps->ncache].stmt = s;
     ps->ncache++;
@@ -429,8 +501,12 @@ static void pgs_done(cf_stmt *s);
 static cf_err pgs_run_later(cf_stmt *s, const char *exists, cf_error *err)
 {
     pg_store *ps = s->owner;
+    cf_err rc = s->cached && s->session != ps->session ? prepare_named(ps, s, err) : CF_OK;
+    if (rc != CF_OK) {
+        pgs_done(s);
+        return rc;
+    }
     char *msg = exists ? strdup(exists) : NULL;
-    cf_err rc = CF_OK;
     if ((exists && !msg) || !pipe_open(ps) || !send_stmt(s)) {
         rc = msg || !exists ? pg_fail(ps, NULL, "store", err)
                             : cf_error_set(err, CF_ERR_NOMEM, "store: out of memory");
@@ -457,6 +533,30 @@ static void pgs_prefetch(cf_stmt *s)
     ps->trail[ps->ntrail++] = s;
 }
 
+/* Runs s, and what was sent ahead of it, into s->res. */
+static cf_err step_exec(cf_stmt *s, cf_error *err)
+{
+    pg_store *ps = s->owner;
+    cf_err rc = s->cached && s->session != ps->session ? prepare_named(ps, s, err) : CF_OK;
+    if (rc != CF_OK)
+        return rc;
+    if (ps->begin_due || ps->piped || ps->ntrail)
+        rc = pipe_step(s, err);
+    else if (s->text)
+        s->res =
+            PQexecParams(ps->conn, s->text, s->nparams, NULL, s->values, s->lengths, s->formats, 1);
+    else
+        s->res =
+            PQexecPrepared(ps->conn, s->name, s->nparams, s->values, s->lengths, s->formats, 1);
+    if (rc == CF_OK && !result_ok(s->res))
+        rc = pg_fail(ps, s->res, "store", err);
+    if (rc != CF_OK) {
+        PQclear(s->res);
+        s->res = NULL;
+    }
+    return rc;
+}
+
 static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
 {
     *row = 0;
@@ -465,26 +565,17 @@ static cf_err pgs_step(cf_stmt *s, int *row, cf_error *err)
         for (size_t i = 0; i < ps->ntrail; i++) /* stepped before it could ride along */
             if (ps->trail[i] == s)
                 ps->trail[i] = ps->trail[--ps->ntrail];
-        if (s->owner->begin_due || s->owner->piped || s->owner->ntrail) {
-            cf_err rc = pipe_step(s, err);
-            if (rc != CF_OK) {
-                PQclear(s->res);
-                s->res = NULL;
-                return rc;
-            }
-        } else if (s->text)
-            s->res = PQexecParams(s->owner->conn, s->text, s->nparams, NULL, s->values, s->lengths,
-                                  s->formats, 1);
-        else
-            s->res = PQexecPrepared(s->owner->conn, s->name, s->nparams, s->values, s->lengths,
-                                    s->formats, 1);
-        ExecStatusType st = PQresultStatus(s->res);
-        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            cf_err rc = pg_fail(s->owner, s->res, "store", err);
-            PQclear(s->res);
-            s->res = NULL;
-            return rc;
+        int first = at_boundary(ps), begin = ps->begin_due;
+        cf_err rc = step_exec(s, err);
+        /* The connection was found lost by the first statement of a transaction, or by one
+         * outside any: nothing of it was done, so it runs again on a new connection. */
+        if (rc == CF_ERR_UNAVAILABLE && first && PQstatus(ps->conn) != CONNECTION_OK) {
+            ps->begin_due = begin;
+            if (reconnect(ps))
+                rc = step_exec(s, err);
         }
+        if (rc != CF_OK)
+            return rc;
         s->row = -1;
     }
     s->row++;
@@ -673,7 +764,7 @@ cf_err cf_db_pg_open(const char *conninfo, cf_store **out, cf_error *err)
         return CF_ERR_UNAVAILABLE;
     }
     PQsetNoticeProcessor(ps->conn, quiet_notices, NULL);
-    cf_err rc = pg_exec(&ps->base, "SET client_min_messages = warning; SET TIME ZONE 'UTC'", err);
+    cf_err rc = pg_exec(&ps->base, SESSION_SETUP, err);
     if (rc != CF_OK) {
         pg_close(&ps->base);
         return rc;

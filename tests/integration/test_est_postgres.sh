@@ -3,7 +3,8 @@
 # fleet: a device enrolled (curl) through the first is active through the second; then both
 # take a concurrent load of enrollments at once: no serial stored twice, every certificate a
 # client received is stored, every enrollment answered is counted once (no lost update), and
-# `audit verify` passes.
+# `audit verify` passes. Then PostgreSQL restarts under a running server, and stops and
+# starts again: the server finds it again by itself.
 . "$CF_SOURCE_DIR/tests/lib/common.sh"
 . "$CF_SOURCE_DIR/tests/lib/pg.sh"
 . "$CF_SOURCE_DIR/tests/lib/est_load.sh"
@@ -11,7 +12,7 @@
 PER_SERVER=150
 pg_start "$T/pg"
 S=(--store "$PG_URL" --data "$T/data")
-est_fleet $((2 * PER_SERVER + 10)) "${S[@]}"
+est_fleet $((2 * PER_SERVER + 20)) "${S[@]}"
 psql_q() { "$PG_BIN/psql" -X -A -t -q -F '|' "$PG_URL" -c "$1"; }
 
 est_serve "$T/serve1.log" "${S[@]}" --threads 2
@@ -82,3 +83,41 @@ expect_rc 0 cf audit verify "${S[@]}"
 N=$(psql_q "SELECT count(*) FROM audit WHERE action = 'device.enroll'")
 [ "$N" = "$EST_RECEIVED" ] || fail "$N device.enroll audit records for $EST_RECEIVED enrollments"
 pass "audit verify passes; one device.enroll record per enrollment"
+
+# ---- PostgreSQL restarts; the server carries on ----
+est_serve "$T/serve3.log" "${S[@]}" --threads 2
+PID3=$EST_PID TLS3=$EST_TLS
+OFF=$((2 * PER_SERVER))
+# enroll3 N OFFSET [estload args]: N enrollments through server 3, devices from OFFSET on.
+enroll3() {
+    local n=$1 off=$2; shift 2
+    est_load --connect "127.0.0.1:$TLS3" --clients 2 --requests "$n" --offset "$off" --limit "$n" \
+        --timeout 20 --save "$GOT" --json "$@"
+}
+expect_rc 0 enroll3 4 "$OFF"
+pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w restart >/dev/null ||
+    fail "PostgreSQL did not restart"
+# The first statement after the restart finds its connection lost; nothing of it was done,
+# so it runs again on a new connection: no request fails.
+expect_rc 0 enroll3 4 $((OFF + 4))
+grep -q '"ok":4,' "$T/stdout" || fail "after the restart: $(cat "$T/stdout")"
+pass "PostgreSQL restarted under a running server: every enrollment after it answered 200"
+
+pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
+T0=$(date +%s%N)
+expect_rc 1 enroll3 2 $((OFF + 8))
+MS=$((($(date +%s%N) - T0) / 1000000))
+grep -q '"503":2' "$T/stdout" || fail "with PostgreSQL down, not 503: $(cat "$T/stdout")"
+[ "$MS" -lt 5000 ] || fail "with PostgreSQL down, 2 requests took $MS ms"
+pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -w restart >/dev/null ||
+    fail "PostgreSQL did not start again"
+sleep 1.1 # a lost connection is tried again at most once a second
+expect_rc 0 enroll3 2 $((OFF + 10))
+grep -q '"ok":2,' "$T/stdout" || fail "after PostgreSQL came back: $(cat "$T/stdout")"
+pass "PostgreSQL down: 503 at once ($MS ms for 2); back up: enrollments answered 200 again"
+
+est_kill "$PID3" || fail "server 3 did not stop cleanly"
+est_check_received "$GOT" psql_q "${S[@]}"
+[ "$EST_RECEIVED" = $((2 * PER_SERVER + 11)) ] || fail "$EST_RECEIVED certificates checked"
+expect_rc 0 cf audit verify "${S[@]}"
+pass "every certificate received across the restarts is stored; audit verify passes"

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
 #include "core/util.h"
 #include "store/db.h"
 #include "store/store.h"
@@ -329,29 +330,57 @@ static void test_postgres_password_is_not_in_description(void **state)
     assert_non_null(strstr(err.msg, "password=***&sslmode=disable"));
 }
 
-/* The server goes away under an open store: the next call says so, as UNAVAILABLE. */
+/* The server cannot be reached under an open store (its backend ended, new connections
+ * refused): the next calls say so, as UNAVAILABLE, at once; once it can be reached again,
+ * the store connects again by itself (after the second an attempt that failed waits). */
 static void test_postgres_lost_connection_is_unavailable(void **state)
 {
     (void)state;
+    char sql_kill[200];
     char *url = fresh_url(TU_POSTGRES);
     cf_store *st = open_url(TU_POSTGRES, url);
     cf_error err = {0};
     ASSERT_OK(TU_POSTGRES, cf_store_meta_set(st, "k", "v", &err));
 
-    PGconn *c = PQconnectdb(url);
+    /* From another database: PostgreSQL refuses to close the current one. */
+    const char *keys[] = {"dbname", "dbname", NULL}, *vals[] = {url, "postgres", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                            " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    char refuse[200], allow[200];
+    const char *db = strrchr(url, '/') + 1;
+    snprintf(refuse, sizeof refuse, "ALTER DATABASE \"%s\" ALLOW_CONNECTIONS false", db);
+    snprintf(allow, sizeof allow, "ALTER DATABASE \"%s\" ALLOW_CONNECTIONS true", db);
+    PGresult *r = PQexec(c, refuse);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    snprintf(sql_kill, sizeof sql_kill,
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'", db);
+    r = PQexec(c, sql_kill);
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
     assert_int_equal(PQntuples(r), 1);
     PQclear(r);
-    PQfinish(c);
 
     char *value = NULL;
+    double t0 = now_s();
     assert_int_equal(cf_store_meta_get(st, "k", &value, &err), CF_ERR_UNAVAILABLE);
     assert_null(value);
     assert_non_null(strstr(err.msg, "connection"));
     assert_int_equal(cf_store_begin(st, &err), CF_ERR_UNAVAILABLE);
+    assert_int_equal(cf_store_meta_get(st, "k", &value, &err), CF_ERR_UNAVAILABLE);
+    if (now_s() - t0 > 1.0)
+        fail_msg("three calls on a lost connection took %.1f s", now_s() - t0);
+
+    r = PQexec(c, allow);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    usleep(1100 * 1000);
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_get(st, "k", &value, &err));
+    assert_string_equal(value, "v");
+    free(value);
+    ASSERT_OK(TU_POSTGRES, cf_store_begin(st, &err));
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_set(st, "k", "w", &err));
+    ASSERT_OK(TU_POSTGRES, cf_store_commit(st, &err));
     cf_store_close(st);
     free(url);
 }
@@ -916,6 +945,59 @@ static void test_audit_head_locked_ahead(void **state)
     }
 }
 
+/* Ends the PostgreSQL backend that serves st, from another connection (as a restart does). */
+static void end_backend(cf_store *st, int64_t pid)
+{
+    char sql[64];
+    cf_error err = {0};
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld)", (long long)pid);
+    ASSERT_OK(TU_POSTGRES, st->ops->exec(st, sql, &err));
+}
+
+/* PostgreSQL ends a connection: a statement outside a transaction, or a transaction's first,
+ * runs again on a new connection, with the statements prepared on the old one prepared
+ * again; one inside a transaction that had done something fails as unavailable, and the
+ * next statement has a connection again. */
+static void test_lost_connection_is_made_again(void **state)
+{
+    (void)state;
+    char *url = fresh_url(TU_POSTGRES);
+    cf_store *st = open_url(TU_POSTGRES, url), *killer = open_url(TU_POSTGRES, url);
+    cf_error err = {0};
+    char *value = NULL;
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_set(st, "k", "v", &err));
+
+    /* Outside a transaction, a statement prepared before. */
+    end_backend(killer, raw_count(st, "SELECT pg_backend_pid()"));
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_get(st, "k", &value, &err));
+    assert_string_equal(value, "v");
+    free(value);
+    /* A transaction's first statement, and the audit head asked for with it. */
+    end_backend(killer, raw_count(st, "SELECT pg_backend_pid()"));
+    ASSERT_OK(TU_POSTGRES, cf_store_begin(st, &err));
+    cf_store_audit_lock_soon(st);
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_set(st, "k", "w", &err));
+    ASSERT_OK(TU_POSTGRES, cf_audit_append(st, "t", "test.reconnect", "k", NULL, NULL, &err));
+    ASSERT_OK(TU_POSTGRES, cf_store_commit(st, &err));
+    /* Inside a transaction that did something: not run again. */
+    int64_t pid = raw_count(st, "SELECT pg_backend_pid()");
+    ASSERT_OK(TU_POSTGRES, cf_store_begin(st, &err));
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_set(st, "k2", "x", &err));
+    end_backend(killer, pid);
+    assert_int_equal(cf_store_meta_set(st, "k3", "y", &err), CF_ERR_UNAVAILABLE);
+    cf_store_rollback(st);
+    assert_int_equal(cf_store_meta_get(st, "k2", &value, &err), CF_ERR_NOT_FOUND);
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_get(st, "k", &value, &err));
+    assert_string_equal(value, "w");
+    free(value);
+    cf_audit_verify_result verified;
+    ASSERT_OK(TU_POSTGRES, cf_audit_verify(st, &verified, &err));
+    assert_int_equal(verified.records, 1);
+    cf_store_close(killer);
+    cf_store_close(st);
+    free(url);
+}
+
 /* A commit of a transaction the database has already aborted must not report success. */
 static void test_commit_of_failed_transaction_is_an_error(void **state)
 {
@@ -1152,6 +1234,7 @@ int main(void)
         cmocka_unit_test(test_rollback_leaves_nothing),
         cmocka_unit_test(test_statements_run_later),
         cmocka_unit_test(test_audit_head_locked_ahead),
+        cmocka_unit_test(test_lost_connection_is_made_again),
         cmocka_unit_test(test_commit_of_failed_transaction_is_an_error),
         cmocka_unit_test(test_audit_head_lock_insert_scan_filters),
         cmocka_unit_test(test_sqlite_bulk_mode_checkpoints_in_the_background),
