@@ -564,7 +564,7 @@ static cf_err enroll_issue(cf_fleet *f, const enroll_ctx *c, const cf_issue_req 
             rc = cf_store_commit(st, err);
         else
             cf_store_rollback(st);
-        if (again) {
+        if (again) { /* once, and not counted as an attempt */
             lock_head = 0;
             attempt--;
         } else if (rc != CF_ERR_EXISTS || !strstr(err->msg, "serial")) {
