@@ -110,6 +110,10 @@ static cf_err pg_fail(pg_store *ps, const PGresult *res, const char *what, cf_er
     if (PQstatus(ps->conn) != CONNECTION_OK || state_is_unavailable(state))
         return cf_error_set(err, CF_ERR_UNAVAILABLE, "%s: lost connection to %s: %s", what,
                             ps->base.desc, clean);
+    /* The victim of a deadlock, or of a serialization failure: nothing of the transaction was
+     * kept, and the same request succeeds when tried again (503 for a server's client). */
+    if (state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0))
+        return cf_error_set(err, CF_ERR_UNAVAILABLE, "%s: %s; try again", what, clean);
     if (state && strcmp(state, "23505") == 0)
         return cf_error_set(err, CF_ERR_EXISTS, "%s: %s", what, clean);
     return cf_error_set(err, CF_ERR_STORE, "%s: %s", what, clean);

@@ -998,6 +998,68 @@ static void test_lost_connection_is_made_again(void **state)
     free(url);
 }
 
+struct crosser {
+    cf_store *st;
+    const char *first, *second;
+    pthread_barrier_t *both_hold_one;
+    cf_err rc;
+    char msg[CF_ERROR_MSG_MAX];
+};
+
+static void *cross(void *arg)
+{
+    struct crosser *c = arg;
+    cf_error err = {0};
+    c->rc = cf_store_begin(c->st, &err);
+    if (c->rc == CF_OK)
+        c->rc = cf_store_meta_set(c->st, c->first, "1", &err);
+    pthread_barrier_wait(c->both_hold_one);
+    if (c->rc == CF_OK)
+        c->rc = cf_store_meta_set(c->st, c->second, "1", &err);
+    if (c->rc == CF_OK)
+        c->rc = cf_store_commit(c->st, &err);
+    else
+        cf_store_rollback(c->st);
+    snprintf(c->msg, sizeof c->msg, "%s", err.msg);
+    return NULL;
+}
+
+/* Two transactions lock two rows in opposite orders: PostgreSQL ends one of them, which
+ * is to be tried again (UNAVAILABLE, a server's 503), not an internal error. */
+static void test_postgres_deadlock_victim_may_try_again(void **state)
+{
+    (void)state;
+    char *url = fresh_url(TU_POSTGRES);
+    cf_store *a = open_url(TU_POSTGRES, url), *b = open_url(TU_POSTGRES, url);
+    cf_error err = {0};
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_set(a, "x", "0", &err));
+    ASSERT_OK(TU_POSTGRES, cf_store_meta_set(a, "y", "0", &err));
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, 2);
+    struct crosser c[2] = {{a, "x", "y", &barrier, CF_OK, ""}, {b, "y", "x", &barrier, CF_OK, ""}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, cross, &c[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&barrier);
+    int victim = c[0].rc != CF_OK ? 0 : 1;
+    if (c[1 - victim].rc != CF_OK || c[victim].rc != CF_ERR_UNAVAILABLE ||
+        !strstr(c[victim].msg, "deadlock") || !strstr(c[victim].msg, "try again"))
+        fail_msg("expected one commit and one deadlock to try again, got %s (%s) and %s (%s)",
+                 cf_err_name(c[0].rc), c[0].msg, cf_err_name(c[1].rc), c[1].msg);
+    /* Tried again, it goes through. */
+    struct crosser again = {c[victim].st, c[victim].first, c[victim].second, NULL, CF_OK, ""};
+    pthread_barrier_init(&barrier, NULL, 1);
+    again.both_hold_one = &barrier;
+    cross(&again);
+    pthread_barrier_destroy(&barrier);
+    assert_int_equal(again.rc, CF_OK);
+    cf_store_close(b);
+    cf_store_close(a);
+    free(url);
+}
+
 /* A commit of a transaction the database has already aborted must not report success. */
 static void test_commit_of_failed_transaction_is_an_error(void **state)
 {
@@ -1235,6 +1297,7 @@ int main(void)
         cmocka_unit_test(test_statements_run_later),
         cmocka_unit_test(test_audit_head_locked_ahead),
         cmocka_unit_test(test_lost_connection_is_made_again),
+        cmocka_unit_test(test_postgres_deadlock_victim_may_try_again),
         cmocka_unit_test(test_commit_of_failed_transaction_is_an_error),
         cmocka_unit_test(test_audit_head_lock_insert_scan_filters),
         cmocka_unit_test(test_sqlite_bulk_mode_checkpoints_in_the_background),
