@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "core/util.h"
 
 static const cf_api_op *const tables[] = {cf_api_ops_fleet, cf_api_ops_devices, cf_api_ops_onboard,
                                           cf_api_ops_revoke};
@@ -24,17 +25,6 @@ const cf_api_op *cf_api_find(const char *name)
     return NULL;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes the segment s[0..n) into out (n + 1 bytes). -1 for a bad escape, a NUL
  * or a '/' once decoded. */
 static int decode_segment(const char *s, size_t n, char *out)
@@ -44,9 +34,9 @@ static int decode_segment(const char *s, size_t n, char *out)
         char ch = s[i];
         if (ch == '%') {
             int hi;
-            if (i + 2 >= n || (hi = hexval(s[i + 1])) < 0 || hexval(s[i + 2]) < 0)
+            if (i + 2 >= n || (hi = cf_hex_digit(s[i + 1])) < 0 || cf_hex_digit(s[i + 2]) < 0)
                 return -1;
-            ch = (char)(hi * 16 + hexval(s[i + 2]));
+            ch = (char)(hi * 16 + cf_hex_digit(s[i + 2]));
             i += 2;
         }
         if (ch == '\0' || ch == '/')
