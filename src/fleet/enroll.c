@@ -514,8 +514,7 @@ static cf_err enroll_record(cf_fleet *f, const enroll_ctx *c, int lock_head, cf_
     /* The common birth enrollment, a claimed device that may enroll, is locked, re-checked and
      * made active in one statement; any other case is read under the lock and told why. */
     if (c->how != HOW_REENROLL) {
-        if (lock_head)
-            cf_store_audit_lock_soon(st);
+        lock_head = lock_head && cf_store_audit_lock_soon(st);
         rc = cf_store_enroll_activate(st, c->device_id, c->label_owner, c->policy->require_approval,
                                       &activated, &owner_id, err);
     }

@@ -64,14 +64,13 @@ static const char *head_lock_sql(const cf_store *st)
     return st->kind == CF_STORE_POSTGRES ? pg : sqlite;
 }
 
-void cf_store_audit_lock_soon(cf_store *st)
+int cf_store_audit_lock_soon(cf_store *st)
 {
     cf_stmt *s;
     cf_error ignored;
     /* A prepare that fails now fails again, and is reported, when the head is locked. */
-    if (st->in_txn && !st->audit.locked &&
-        cf_db_prepare(st, head_lock_sql(st), &s, &ignored) == CF_OK)
-        cf_db_prefetch(st, s);
+    return st->in_txn && !st->audit.locked && st->ops->prefetch &&
+           cf_db_prepare(st, head_lock_sql(st), &s, &ignored) == CF_OK && cf_db_prefetch(st, s);
 }
 
 cf_err cf_store_audit_lock_head(cf_store *st, int64_t *seq, unsigned char hash[CF_HASH_LEN],

@@ -39,7 +39,7 @@ struct cf_db_ops {
     /* cf_db_run_later inside a transaction; NULL: the statement runs at once. */
     cf_err (*run_later)(cf_stmt *s, const char *exists, cf_error *err);
     /* cf_db_prefetch; NULL: nothing to do. */
-    void (*prefetch)(cf_stmt *s);
+    int (*prefetch)(cf_stmt *s);
 };
 
 struct cf_store {
@@ -91,9 +91,9 @@ cf_err cf_db_run_later(cf_store *st, cf_stmt *s, const char *exists, cf_error *e
 /* Inside a transaction on PostgreSQL, s (bound, returning rows; what it borrows must last
  * until the next statement is stepped) is sent in the round trip of the next statement
  * stepped, right after it, and its rows wait for its own step; a result not stepped when
- * the transaction ends is dropped. Elsewhere, or beyond a few per transaction, s runs when
- * stepped, as usual. */
-void cf_db_prefetch(cf_store *st, cf_stmt *s);
+ * the transaction ends is dropped. Returns 1 then; 0 elsewhere, or beyond a few per
+ * transaction, where s runs when stepped, as usual. */
+int cf_db_prefetch(cf_store *st, cf_stmt *s);
 
 /* Ends the transaction (called by commit): writes the queued audit records, writes the
  * audit head back if the transaction moved it, and COMMITs. */

@@ -526,15 +526,16 @@ static cf_err pgs_run_later(cf_stmt *s, const char *exists, cf_error *err)
     return rc;
 }
 
-static void pgs_prefetch(cf_stmt *s)
+static int pgs_prefetch(cf_stmt *s)
 {
     pg_store *ps = s->owner;
-    if (s->res || ps->ntrail + ps->nkept >= PG_TRAIL_MAX)
-        return; /* it runs when stepped, as without */
     for (size_t i = 0; i < ps->ntrail; i++)
         if (ps->trail[i] == s)
-            return;
+            return 1;
+    if (s->res || ps->ntrail + ps->nkept >= PG_TRAIL_MAX)
+        return 0; /* it runs when stepped, as without */
     ps->trail[ps->ntrail++] = s;
+    return 1;
 }
 
 /* Runs s, and what was sent ahead of it, into s->res. */

@@ -190,10 +190,9 @@ cf_err cf_db_run_later(cf_store *st, cf_stmt *s, const char *exists, cf_error *e
     return rc;
 }
 
-void cf_db_prefetch(cf_store *st, cf_stmt *s)
+int cf_db_prefetch(cf_store *st, cf_stmt *s)
 {
-    if (st->in_txn && st->ops->prefetch)
-        st->ops->prefetch(s);
+    return st->in_txn && st->ops->prefetch && st->ops->prefetch(s);
 }
 
 unsigned char *cf_db_blob_dup(const unsigned char *b, size_t len)

@@ -325,11 +325,11 @@ typedef struct {
 void cf_audit_rec_clear(cf_audit_rec *rec);
 
 /* Asks for the audit head's lock (cf_store_audit_lock_head) to ride with the next
- * statement's round trip, right after it (PostgreSQL; nothing on SQLite, whose transaction
- * holds the write lock). For a transaction that will append to the audit log and whose
- * next statement locks the rows it changes: every lifecycle operation locks its rows before
- * the head, so appenders never wait for each other in opposite orders. */
-void cf_store_audit_lock_soon(cf_store *st);
+ * statement's round trip, right after it, and returns 1 (PostgreSQL); returns 0 where
+ * there is nothing to ask (SQLite, whose transaction holds the write lock; a head already
+ * locked). For a transaction that will append to the audit log and whose next statement
+ * locks the rows it changes, so that the head is locked after them. */
+int cf_store_audit_lock_soon(cf_store *st);
 
 /* Inside a transaction: locks the chain head until commit (so appenders in every process
  * take turns) and returns the last sequence number and hash (0 and zeros when empty). */

@@ -878,7 +878,7 @@ static void test_audit_head_locked_ahead(void **state)
             .time_us = 5, .actor = "t", .action = "x", .object = "o", .details = "{}"};
 
         ASSERT_OK(b, cf_store_begin(st, &err));
-        cf_store_audit_lock_soon(st);
+        assert_int_equal(cf_store_audit_lock_soon(st), b == TU_POSTGRES);
         ASSERT_OK(b, cf_store_meta_set(st, "k", "v", &err));
         if (b == TU_POSTGRES) {
             /* The head is locked already: another appender waits (here, up to its lock
