@@ -63,7 +63,7 @@ typedef struct pg_store {
     struct cf_stmt *trail[PG_TRAIL_MAX], *kept[PG_TRAIL_MAX];
     size_t ntrail, nkept;
     /* Reconnections: the session count (statements prepared on an earlier one are prepared
-     * again when next used), and when the last attempt was. */
+     * again when next used), and the pause after an attempt that failed. */
     unsigned session;
     int64_t retry_after_ms; /* after a failed attempt: no other before this (monotonic) */
 } pg_store;
@@ -235,9 +235,7 @@ static int reconnect(pg_store *ps)
         return 0;
     }
     ps->retry_after_ms = 0;
-    ps->session++;
-    ps->piped = 0;
-    ps->npending = 0;
+    ps->session++; /* at a boundary: nothing was piped */
     PGresult *res = PQexec(ps->conn, SESSION_SETUP);
     int ok = result_ok(res);
     PQclear(res);
@@ -265,6 +263,12 @@ static cf_err prepare_named(pg_store *ps, struct cf_stmt *s, cf_error *err)
     }
     free(text);
     return rc;
+}
+
+/* Prepares the cached statement s again when it was prepared on an earlier session. */
+static cf_err ensure_prepared(pg_store *ps, struct cf_stmt *s, cf_error *err)
+{
+    return s->cached && s->session != ps->session ? prepare_named(ps, s, err) : CF_OK;
 }
 
 /* prepare_named, once more on a new connection when the old one is found lost at a
@@ -462,6 +466,20 @@ static cf_err pipe_close(pg_store *ps, int last_sent, size_t ntrail, PGresult **
     return rc;
 }
 
+/* pipe_close once the last query was sent, or could not be (sent 0): that failure, taken
+ * from libpq before closing replaces its message, is the one told unless a pending query
+ * failed first. */
+static cf_err pipe_end(pg_store *ps, int sent, size_t ntrail, PGresult **last, cf_error *err)
+{
+    cf_error lost = {0};
+    if (!sent)
+        pg_fail(ps, NULL, "store", &lost);
+    cf_err rc = pipe_close(ps, sent, ntrail, last, err);
+    if (rc == CF_OK && !sent)
+        rc = cf_error_set(err, lost.code, "%s", lost.msg);
+    return rc;
+}
+
 /* Sends s after what is pending (the BEGIN that is due included) and reads all their
  * results: s's goes to s->res. A pending failure is returned as such. */
 static cf_err pipe_step(cf_stmt *s, cf_error *err)
@@ -471,13 +489,7 @@ static cf_err pipe_step(cf_stmt *s, cf_error *err)
     size_t ntrail = 0;
     while (sent && ntrail < ps->ntrail && send_stmt(ps->trail[ntrail]))
         ntrail++;
-    cf_error lost;
-    if (!sent)
-        pg_fail(ps, NULL, "store", &lost);
-    cf_err rc = pipe_close(ps, sent, ntrail, &s->res, err);
-    if (rc == CF_OK && !sent)
-        rc = cf_error_set(err, lost.code, "%s", lost.msg);
-    return rc;
+    return pipe_end(ps, sent, ntrail, &s->res, err);
 }
 
 /* COMMIT sent after what is pending, all read in one round trip. */
@@ -485,13 +497,8 @@ static cf_err pipe_commit(pg_store *ps, cf_error *err)
 {
     PGresult *res = NULL;
     int sent = PQsendQueryParams(ps->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
-    cf_error lost;
-    if (!sent)
-        pg_fail(ps, NULL, "store", &lost);
-    cf_err rc = pipe_close(ps, sent, 0, &res, err);
-    if (rc == CF_OK && !sent)
-        rc = cf_error_set(err, lost.code, "%s", lost.msg);
-    else if (rc == CF_OK && !result_ok(res))
+    cf_err rc = pipe_end(ps, sent, 0, &res, err);
+    if (rc == CF_OK && !result_ok(res))
         rc = pg_fail(ps, res, "store", err);
     else if (rc == CF_OK)
         rc = commit_kept(ps, res, err);
@@ -505,7 +512,7 @@ static void pgs_done(cf_stmt *s);
 static cf_err pgs_run_later(cf_stmt *s, const char *exists, cf_error *err)
 {
     pg_store *ps = s->owner;
-    cf_err rc = s->cached && s->session != ps->session ? prepare_named(ps, s, err) : CF_OK;
+    cf_err rc = ensure_prepared(ps, s, err);
     if (rc != CF_OK) {
         pgs_done(s);
         return rc;
@@ -542,7 +549,7 @@ static int pgs_prefetch(cf_stmt *s)
 static cf_err step_exec(cf_stmt *s, cf_error *err)
 {
     pg_store *ps = s->owner;
-    cf_err rc = s->cached && s->session != ps->session ? prepare_named(ps, s, err) : CF_OK;
+    cf_err rc = ensure_prepared(ps, s, err);
     if (rc != CF_OK)
         return rc;
     if (ps->begin_due || ps->piped || ps->ntrail)
